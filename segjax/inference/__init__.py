@@ -1,0 +1,1 @@
+"""Turning model outputs into things people look at: label maps and images."""

@@ -1,0 +1,59 @@
+"""Softmax cross-entropy over pixels, with ignore pixels and class weights."""
+
+import jax.numpy as jnp
+import optax
+
+
+def pixel_cross_entropy(logits, labels, *, ignore_index=255,
+                        class_weights=None, label_smoothing=0.0):
+  """Per-pixel cross-entropy and the weight each pixel carries.
+
+  Args:
+    logits: [..., H, W, C] float.
+    labels: [..., H, W] integer class ids in [0, C) or `ignore_index`.
+    ignore_index: label value of pixels that carry no loss.
+    class_weights: optional [C] float; a pixel of class c is weighted by
+      class_weights[c].
+    label_smoothing: epsilon of label smoothing; the target puts 1 - eps on
+      the true class and eps / C on every class.
+
+  Returns:
+    (losses, weights): both [..., H, W] float32; both are 0 on ignored pixels.
+    Labels outside [0, C) other than `ignore_index` are treated as ignored.
+  """
+  num_classes = logits.shape[-1]
+  labels = labels.astype(jnp.int32)
+  valid = (labels != ignore_index) & (labels >= 0) & (labels < num_classes)
+  safe_labels = jnp.where(valid, labels, 0)
+  logits = logits.astype(jnp.float32)
+  if label_smoothing:
+    targets = optax.smooth_labels(
+        jnp.eye(num_classes, dtype=jnp.float32)[safe_labels], label_smoothing)
+    losses = optax.softmax_cross_entropy(logits, targets)
+  else:
+    losses = optax.softmax_cross_entropy_with_integer_labels(
+        logits, safe_labels)
+  weights = valid.astype(jnp.float32)
+  if class_weights is not None:
+    weights = weights * jnp.asarray(class_weights, jnp.float32)[safe_labels]
+  return losses * weights, weights
+
+
+def softmax_cross_entropy(logits, labels, *, ignore_index=255,
+                          class_weights=None, label_smoothing=0.0):
+  """Mean softmax cross-entropy over the valid pixels of a batch.
+
+  The mean is sum(w_i * loss_i) / sum(w_i) over valid pixels i, where w_i is
+  the class weight of pixel i (1 without class weights): PyTorch's
+  `CrossEntropyLoss(weight=..., ignore_index=...)` convention. With no valid
+  pixel the loss is 0 (and so is its gradient), not NaN.
+
+  Args: as `pixel_cross_entropy`.
+
+  Returns:
+    float32 scalar.
+  """
+  losses, weights = pixel_cross_entropy(
+      logits, labels, ignore_index=ignore_index, class_weights=class_weights,
+      label_smoothing=label_smoothing)
+  return losses.sum() / jnp.maximum(weights.sum(), 1e-12)

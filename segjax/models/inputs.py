@@ -1,0 +1,14 @@
+"""How images enter a model: one normalisation for every model in segjax."""
+
+import jax.numpy as jnp
+
+# ImageNet statistics, so backbones pretrained with them can be loaded as is.
+MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+def normalize_images(images, dtype=jnp.float32):
+  """[..., H, W, 3] uint8 (or float in [0, 255]) -> normalised `dtype`."""
+  images = images.astype(jnp.float32)
+  images = (images - jnp.asarray(MEAN_RGB)) / jnp.asarray(STDDEV_RGB)
+  return images.astype(dtype)

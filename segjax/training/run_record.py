@@ -1,0 +1,166 @@
+"""What a run leaves in its workdir, besides checkpoints.
+
+  config.json     the resolved config the run was started with.
+  run_info.json   git SHA, package versions, devices, parameter count,
+                  FLOPs per train step (XLA cost analysis).
+  metrics.jsonl   one JSON object per line: {"step", "split", metrics...};
+                  split is "train" or an eval split name.
+  tensorboard/    the same scalars as TensorBoard event files.
+  images/         PNGs of predictions beside the ground truth.
+
+Only process 0 writes these; every process takes part in checkpoints.
+"""
+
+import datetime
+import importlib.metadata
+import json
+import math
+import platform
+import subprocess
+import sys
+
+from absl import logging
+from etils import epath
+import jax
+import numpy as np
+
+PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'chex',
+            'ml-collections', 'numpy', 'tensorflow-cpu', 'tensorflow',
+            'tensorflow-datasets', 'segjax')
+
+
+def git_sha():
+  """The git commit of the segjax checkout in use, or None."""
+  src = epath.Path(__file__).parent
+  try:
+    out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=src, check=True,
+                         capture_output=True, text=True, timeout=10)
+    dirty = subprocess.run(['git', 'status', '--porcelain'], cwd=src,
+                           check=True, capture_output=True, text=True,
+                           timeout=10).stdout.strip()
+    return out.stdout.strip() + ('-dirty' if dirty else '')
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
+def package_versions():
+  versions = {}
+  for name in PACKAGES:
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  return versions
+
+
+def device_info():
+  devices = jax.devices()
+  return {
+      'platform': devices[0].platform,
+      'device_kind': devices[0].device_kind,
+      'device_count': jax.device_count(),
+      'local_device_count': jax.local_device_count(),
+      'process_count': jax.process_count(),
+  }
+
+
+def _jsonable(value):
+  if isinstance(value, (np.ndarray, jax.Array)):
+    value = np.asarray(value)
+    return value.item() if value.ndim == 0 else value.tolist()
+  if isinstance(value, (np.floating, np.integer)):
+    return value.item()
+  return value
+
+
+def _finite_or_none(value):
+  # JSON has no NaN; a class with no pixels is written as null.
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  if isinstance(value, list):
+    return [_finite_or_none(v) for v in value]
+  return value
+
+
+class RunRecord:
+  """Writes the workdir's config, run info, metrics, summaries and images."""
+
+  def __init__(self, workdir):
+    self.workdir = epath.Path(workdir)
+    self.is_writer = jax.process_index() == 0
+    self._tb = None
+
+  def write_config(self, config):
+    """Writes config.json; a different one from an earlier start is kept
+    as config.<n>.json, so a resumed run never loses what it started with."""
+    if not self.is_writer:
+      return
+    text = config.to_json_best_effort(indent=2, sort_keys=True) + '\n'
+    path = self.workdir / 'config.json'
+    if path.exists():
+      old = path.read_text()
+      if old == text:
+        return
+      n = 1
+      while (self.workdir / f'config.{n}.json').exists():
+        n += 1
+      (self.workdir / f'config.{n}.json').write_text(old)
+      logging.warning('The config differs from the one this workdir was '
+                      'started with; the old one is kept as config.%d.json.',
+                      n)
+    path.write_text(text)
+
+  def write_run_info(self, **extra):
+    if not self.is_writer:
+      return
+    info = {
+        'git_sha': git_sha(),
+        'started': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        'command': sys.argv,
+        'python': platform.python_version(),
+        'host': platform.node(),
+        'packages': package_versions(),
+        'devices': device_info(),
+        **extra,
+    }
+    (self.workdir / 'run_info.json').write_text(
+        json.dumps(info, indent=2, default=str) + '\n')
+
+  def write_metrics(self, step, split, metrics):
+    """Appends one line to metrics.jsonl and writes scalar summaries."""
+    if not self.is_writer:
+      return
+    row = {'step': int(step), 'split': split}
+    row.update({k: _finite_or_none(_jsonable(v)) for k, v in metrics.items()})
+    with (self.workdir / 'metrics.jsonl').open('a') as f:
+      f.write(json.dumps(row) + '\n')
+    writer = self._writer()
+    with writer.as_default(step=int(step)):
+      for k, v in row.items():
+        if isinstance(v, (int, float)) and k != 'step':
+          self._tf.summary.scalar(f'{split}/{k}', v)
+    writer.flush()
+
+  def write_image(self, name, image):
+    """Saves a [H, W, 3] uint8 array as images/<name>.png."""
+    if not self.is_writer:
+      return
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    folder = self.workdir / 'images'
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f'{name}.png').open('wb') as f:
+      Image.fromarray(np.asarray(image, np.uint8)).save(f, format='PNG')
+
+  def _writer(self):
+    if self._tb is None:
+      # TensorFlow's summary writer handles local and gs:// folders alike;
+      # imported here so that nothing but the trainer's writer needs it.
+      from segjax.data.tf_host import tf  # pylint: disable=g-import-not-at-top
+      self._tf = tf
+      self._tb = tf.summary.create_file_writer(
+          str(self.workdir / 'tensorboard'))
+    return self._tb
+
+  def close(self):
+    if self._tb is not None:
+      self._tb.close()

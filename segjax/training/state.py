@@ -1,0 +1,83 @@
+"""The training state pytree, created directly in its target sharding."""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+
+from segjax.training import sharding as sharding_lib
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a train step reads and writes; nothing else is hidden.
+
+  Attributes:
+    step: int32 scalar, number of updates applied.
+    params: model parameters.
+    batch_stats: batch-norm running statistics ({} for models without).
+    opt_state: optax state.
+    rng: [2] uint32 PRNG key; per-step keys are `fold_in(rng, step)`.
+  """
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+def make_init_fn(model, tx, image_shape):
+  """`rng -> TrainState` for a model taking [1, *image_shape] images."""
+
+  def init_fn(rng):
+    params_rng, state_rng = jax.random.split(rng)
+    images = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+    variables = model.init({'params': params_rng}, images, train=False)
+    params = variables['params']
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get('batch_stats', {}),
+        opt_state=tx.init(params),
+        rng=state_rng,
+    )
+
+  return init_fn
+
+
+def state_shardings(abstract_state, mesh):
+  """Sharding of every state leaf: replicated (pure data parallelism)."""
+  rep = sharding_lib.replicated(mesh)
+  return jax.tree.map(lambda _: rep, abstract_state)
+
+
+def create_train_state(model, tx, image_shape, rng, mesh):
+  """Initialises the state already laid out on `mesh`.
+
+  The shapes come from `jax.eval_shape` (no compute), the shardings from
+  them, and `jax.jit(init, out_shardings=...)` writes each leaf straight into
+  place, so no host ever holds an unsharded copy of a large model.
+
+  Returns:
+    (state, shardings): the TrainState and the matching pytree of shardings.
+  """
+  init_fn = make_init_fn(model, tx, image_shape)
+  abstract = jax.eval_shape(init_fn, rng)
+  shardings = state_shardings(abstract, mesh)
+  state = jax.jit(init_fn, out_shardings=shardings)(rng)
+  return state, shardings
+
+
+def abstract_state(model, tx, image_shape, mesh):
+  """ShapeDtypeStructs (with shardings) of the state: a restore target."""
+  init_fn = make_init_fn(model, tx, image_shape)
+  abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
+  shardings = state_shardings(abstract, mesh)
+  return jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      abstract, shardings)
+
+
+def count_params(params):
+  return sum(int(x.size) for x in jax.tree.leaves(params))

@@ -1,0 +1,113 @@
+"""The command line, end to end, in child processes (the process boundary is
+the point: kill -9 and resume, exit statuses, what a user sees)."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIG = str(REPO / 'experiments' / 'shapes_unet.py')
+
+
+def _command(workdir, *overrides, arg='tiny'):
+  return [sys.executable, '-m', 'segjax.main', f'--config={CONFIG}:{arg}',
+          f'--workdir={workdir}', *overrides]
+
+
+def _run(cmd, env, timeout=300):
+  return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True,
+                        text=True, timeout=timeout, check=False)
+
+
+def test_tiny_run_writes_everything_a_notebook_needs(tmp_path, subprocess_env):
+  workdir = tmp_path / 'run'
+  result = _run(_command(workdir), subprocess_env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'step 20/20' in result.stderr  # The progress line.
+
+  config = json.loads((workdir / 'config.json').read_text())
+  assert config['data']['name'] == 'shapes/tiny'
+  info = json.loads((workdir / 'run_info.json').read_text())
+  assert info['num_params'] > 0 and info['flops_per_train_step'] > 0
+  assert info['devices']['device_count'] == 8
+  assert 'jax' in info['packages']
+  rows = [json.loads(line)
+          for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  splits = {(r['step'], r['split']) for r in rows}
+  assert {(20, 'train'), (10, 'validation'), (20, 'validation'),
+          (20, 'test')} <= splits
+  final_val = [r for r in rows if r['split'] == 'validation'][-1]
+  assert 0 <= final_val['miou'] <= 1 and final_val['num_examples'] == 24
+  assert list((workdir / 'tensorboard').glob('events.out.tfevents.*'))
+  assert (workdir / 'images' / 'step_0000020_validation.png').exists()
+  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()
+                if p.name.isdigit()) == ['10', '20']
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path,
+                                                     subprocess_env):
+  workdir = tmp_path / 'run'
+  cmd = _command(workdir, '--config.num_train_steps=300',
+                 '--config.checkpoint_every_steps=10',
+                 '--config.eval_every_steps=300')
+  proc = subprocess.Popen(cmd, env=subprocess_env, cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpts = workdir / 'checkpoints'
+  deadline = time.time() + 240
+  try:
+    while time.time() < deadline and proc.poll() is None:
+      done = [int(p.name) for p in ckpts.glob('*') if p.name.isdigit()]
+      if done:
+        break
+      time.sleep(0.02)
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  saved = sorted(int(p.name) for p in ckpts.glob('*') if p.name.isdigit())
+  assert saved and saved[-1] < 300, f'not killed mid-run: {saved}'
+
+  result = _run(cmd, subprocess_env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'Resuming from checkpoint at step {saved[-1]}' in result.stderr
+  assert 'step 300/300' in result.stderr
+  rows = [json.loads(line)
+          for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert any(r['split'] == 'test' and r['step'] == 300 for r in rows)
+
+
+@pytest.mark.parametrize('overrides,message', [
+    (['--config.num_train_stepz=5'], 'num_train_stepz'),
+    (['--config.batch_size=6'],
+     'config.batch_size=6 is not divisible by the number of devices (8)'),
+])
+def test_bad_config_is_one_clear_line(tmp_path, subprocess_env, overrides,
+                                      message):
+  result = _run(_command(tmp_path / 'run', *overrides), subprocess_env)
+  assert result.returncode != 0
+  assert message in result.stderr
+  assert 'Traceback' not in result.stderr
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path, subprocess_env):
+  cmd = [sys.executable, '-m', 'segjax.main',
+         '--config=experiments/nosuch.py', f'--workdir={tmp_path}']
+  result = _run(cmd, subprocess_env)
+  assert result.returncode != 0
+  assert 'experiments/nosuch.py' in result.stderr
+  assert 'Traceback' not in result.stderr
+
+
+def test_unwritable_workdir_is_a_clear_error(tmp_path, subprocess_env):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a folder')
+  result = _run(_command(blocker / 'run'), subprocess_env)
+  assert result.returncode == 2
+  assert f"workdir '{blocker / 'run'}' is not writable" in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert blocker.read_text() == 'not a folder'  # Nothing clobbered.

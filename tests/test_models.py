@@ -1,0 +1,64 @@
+"""Model construction and shapes (eval_shape: no compilation)."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from segjax import models
+
+
+@pytest.mark.parametrize('upsample', ['bilinear', 'transpose'])
+def test_unet_maps_images_to_logits_of_the_same_size(upsample):
+  model = models.build_model(
+      {'name': 'unet', 'features': [4, 8, 16], 'upsample': upsample}, 5)
+  images = jax.ShapeDtypeStruct((2, 32, 48, 3), jnp.float32)
+  variables = jax.eval_shape(
+      lambda x: model.init(jax.random.PRNGKey(0), x), images)
+  assert set(variables) == {'params', 'batch_stats'}
+  logits = jax.eval_shape(
+      lambda v, x: model.apply(v, x, train=False), variables, images)
+  assert logits.shape == (2, 32, 48, 5) and logits.dtype == jnp.float32
+
+
+def test_unet_bf16_computes_in_bf16_and_returns_float32_logits():
+  model = models.build_model({'name': 'unet', 'features': [4, 8]}, 3,
+                             dtype=jnp.bfloat16)
+  images = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
+  variables = jax.eval_shape(
+      lambda x: model.init(jax.random.PRNGKey(0), x), images)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
+  logits = jax.eval_shape(
+      lambda v, x: model.apply(v, x, train=False), variables, images)
+  assert logits.dtype == jnp.float32
+
+
+def test_unet_rejects_sizes_its_pooling_cannot_halve():
+  model = models.build_model({'name': 'unet', 'features': [4, 8, 16]}, 2)
+  with pytest.raises(ValueError, match='multiples of 4; got 30x32'):
+    jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x),
+                   jax.ShapeDtypeStruct((1, 30, 32, 3), jnp.float32))
+
+
+def test_build_model_names_unknown_models_and_fields():
+  with pytest.raises(ValueError, match="'resnet' is not a known model"):
+    models.build_model({'name': 'resnet'}, 2)
+  with pytest.raises(ValueError, match=r"field\(s\) \['widths'\]"):
+    models.build_model({'name': 'unet', 'widths': (1, 2)}, 2)
+
+
+def test_every_experiment_config_resolves():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  from segjax.data import datasets  # pylint: disable=g-import-not-at-top
+  folder = pathlib.Path(__file__).parents[1] / 'experiments'
+  paths = [p for p in sorted(folder.glob('*.py'))
+           if not p.name.startswith('_')]
+  assert paths
+  for path in paths:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for arg in (None, 'tiny'):
+      config = module.get_config(arg)
+      spec = datasets.get_spec(config.data.name)
+      models.build_model(config.model, spec.num_classes)
