@@ -20,14 +20,15 @@ def _command(workdir, *overrides, arg='tiny'):
           f'--workdir={workdir}', *overrides]
 
 
-def _run(cmd, env, timeout=300):
-  return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True,
+def _run(cmd, env, timeout=300, cwd=REPO):
+  return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True,
                         text=True, timeout=timeout, check=False)
 
 
 def test_tiny_run_writes_everything_a_notebook_needs(tmp_path, subprocess_env):
+  # A relative workdir, as in the README (Orbax itself needs absolute paths).
+  result = _run(_command('run'), subprocess_env, cwd=tmp_path)
   workdir = tmp_path / 'run'
-  result = _run(_command(workdir), subprocess_env)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'step 20/20' in result.stderr  # The progress line.
 

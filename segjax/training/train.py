@@ -9,6 +9,7 @@ data stream resumes at the same position (see `segjax.data.pipeline`).
 """
 
 import math
+import os
 import time
 
 from absl import logging
@@ -33,11 +34,17 @@ from segjax.training import steps as steps_lib
 
 
 def prepare_workdir(workdir):
-  """Creates `workdir` and checks that it can be written to.
+  """Creates `workdir`, checks that it can be written to, returns its path.
+
+  A local path is made absolute (Orbax requires absolute checkpoint paths);
+  a URI such as gs://bucket/run is kept as it is.
 
   Raises:
     ConfigError naming the folder and the reason.
   """
+  workdir = str(workdir)
+  if '://' not in workdir:
+    workdir = os.path.abspath(os.path.expanduser(workdir))
   path = epath.Path(workdir)
   try:
     path.mkdir(parents=True, exist_ok=True)
@@ -45,7 +52,7 @@ def prepare_workdir(workdir):
     probe.write_text('ok')
     probe.unlink()
   except OSError as e:
-    raise ConfigError(f'workdir {str(workdir)!r} is not writable: '
+    raise ConfigError(f'workdir {workdir!r} is not writable: '
                       f'{e.strerror or e}.') from e
   return path
 
