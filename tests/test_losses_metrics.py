@@ -43,8 +43,8 @@ def _np_scores(cm):
   return np.array(iou), np.array(dice), np.array(acc)
 
 
-@pytest.mark.parametrize('dtype', [np.int8, np.uint8, np.int16, np.int32,
-                                   np.int64])
+@pytest.mark.parametrize('dtype', [np.int8, np.uint8, np.int16, np.uint16,
+                                   np.int32, np.int64])
 def test_confusion_matrix_matches_a_pixel_loop(dtype):
   labels, preds = _random_case(0, dtype=dtype)
   if dtype == np.int8:  # 255 does not fit int8: it wrapped to -1 there.
@@ -55,6 +55,24 @@ def test_confusion_matrix_matches_a_pixel_loop(dtype):
     cm = metrics.confusion_matrix(labels, preds, 4)
   assert cm.dtype == jnp.int32
   np.testing.assert_array_equal(cm, _np_confusion(labels, preds, 4))
+
+
+@pytest.mark.parametrize('method', ['scatter', 'pairs', 'matmul'])
+@pytest.mark.parametrize('shape', [(2, 5, 7), (1, 4, 8), (3, 1, 1)])
+def test_every_confusion_matrix_formulation_counts_the_same(method, shape):
+  labels, preds = _random_case(7, shape=shape)
+  cm = metrics.confusion_matrix(labels, preds, 4, method=method)
+  np.testing.assert_array_equal(cm, _np_confusion(labels, preds, 4))
+  assert cm.dtype == jnp.int32
+
+
+def test_invalid_predictions_under_ignored_labels_are_fine():
+  labels = np.array([[[0, 255, 1]]])
+  preds = np.array([[[0, 99, 1]]])
+  np.testing.assert_array_equal(metrics.confusion_matrix(labels, preds, 2),
+                                [[1, 0], [0, 1]])
+  with pytest.raises(ValueError, match=r'predictions hold value\(s\) \[99\]'):
+    metrics.confusion_matrix(np.array([[[0, 0, 1]]]), preds, 2)
 
 
 def test_confusion_matrix_is_a_sum_over_images_and_devices():
@@ -217,8 +235,10 @@ def test_gradient_is_finite_on_perfect_predictions(name):
 
 
 def test_build_loss_rejects_unknown_names():
-  with pytest.raises(ValueError, match=r"unknown loss\(es\) \['lovasz'\]"):
-    losses.build_loss({'lovasz': 1.0})
+  with pytest.raises(ValueError, match="unknown loss 'lovaz'"):
+    losses.build_loss({'lovaz': 1.0})
+  with pytest.raises(ValueError, match=r"focal has argument\(s\) \['gama'\]"):
+    losses.build_loss({'focal': {'weight': 1.0, 'gama': 2.0}})
 
 
 def test_importing_metrics_does_not_import_tensorflow():

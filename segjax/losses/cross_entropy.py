@@ -1,5 +1,6 @@
 """Softmax cross-entropy over pixels, with ignore pixels and class weights."""
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -40,7 +41,8 @@ def pixel_cross_entropy(logits, labels, *, ignore_index=255,
 
 
 def softmax_cross_entropy(logits, labels, *, ignore_index=255,
-                          class_weights=None, label_smoothing=0.0):
+                          class_weights=None, label_smoothing=0.0,
+                          top_k_percent_pixels=1.0):
   """Mean softmax cross-entropy over the valid pixels of a batch.
 
   The mean is sum(w_i * loss_i) / sum(w_i) over valid pixels i, where w_i is
@@ -48,12 +50,28 @@ def softmax_cross_entropy(logits, labels, *, ignore_index=255,
   `CrossEntropyLoss(weight=..., ignore_index=...)` convention. With no valid
   pixel the loss is 0 (and so is its gradient), not NaN.
 
-  Args: as `pixel_cross_entropy`.
+  Hard-pixel bootstrapping (DeepLab's `top_k_percent_pixels`): with a value
+  below 1, only the k = floor(top_k_percent_pixels * N) largest weighted
+  pixel losses of the batch count, N being the number of pixels in the batch
+  (ignored ones included, as in DeepLab, so k is static); the loss is their
+  sum divided by how many of them are valid pixels.
+
+  Args: as `pixel_cross_entropy`, plus
+    top_k_percent_pixels: fraction in (0, 1] of the hardest pixels to keep.
 
   Returns:
     float32 scalar.
   """
+  if not 0.0 < top_k_percent_pixels <= 1.0:
+    raise ValueError('top_k_percent_pixels must be in (0, 1], got '
+                     f'{top_k_percent_pixels}.')
   losses, weights = pixel_cross_entropy(
       logits, labels, ignore_index=ignore_index, class_weights=class_weights,
       label_smoothing=label_smoothing)
-  return losses.sum() / jnp.maximum(weights.sum(), 1e-12)
+  if top_k_percent_pixels == 1.0:
+    return losses.sum() / jnp.maximum(weights.sum(), 1e-12)
+  flat_losses = losses.reshape(-1)
+  k = max(1, int(top_k_percent_pixels * flat_losses.size))
+  top, index = jax.lax.top_k(flat_losses, k)
+  count = (weights.reshape(-1)[index] > 0).sum()
+  return top.sum() / jnp.maximum(count, 1)

@@ -1,15 +1,41 @@
 """Segmentation metrics as jitted functions; importing this never imports TF.
 
 Every statistic here is a sum (a confusion matrix, intersection and union
-counts), so it accumulates across batches, devices and hosts by addition:
-compute it per batch inside `jit` (on sharded inputs the result is already the
-global sum over devices), add the batches up, and turn the total into scores
-once at the end with `segmentation_scores`. Averaging per-batch mIoUs instead
-gives a different, wrong number.
+counts, TP/FP/FN counts), so it accumulates across batches, devices and hosts
+by addition: compute it per batch inside `jit` (on sharded inputs the result
+is already the global sum over devices), add the batches up, and turn the
+total into scores once at the end. Averaging per-batch mIoUs instead gives a
+different, wrong number.
+
+  stats (sums)               scores
+  confusion_matrix      ->   segmentation_scores   (mean_iou: both at once)
+  binary_stats          ->   binary_scores_from_stats  (binary_scores: both)
+  boundary_iou_stats    ->   boundary_iou_from_stats   (boundary_iou: both)
+
+Public wrappers validate concrete (eager) inputs with clear ValueErrors and
+call jitted cores; under `jit` they skip the checks.
 """
 
+from segjax.metrics.binary import binary_scores
+from segjax.metrics.binary import binary_scores_from_stats
+from segjax.metrics.binary import binary_stats
+from segjax.metrics.boundary import boundary_iou
+from segjax.metrics.boundary import boundary_iou_from_stats
+from segjax.metrics.boundary import boundary_iou_stats
 from segjax.metrics.confusion import confusion_matrix
 from segjax.metrics.confusion import mean_iou
+from segjax.metrics.confusion import per_image_mean_iou
 from segjax.metrics.confusion import segmentation_scores
 
-__all__ = ['confusion_matrix', 'mean_iou', 'segmentation_scores']
+__all__ = [
+    'binary_scores',
+    'binary_scores_from_stats',
+    'binary_stats',
+    'boundary_iou',
+    'boundary_iou_from_stats',
+    'boundary_iou_stats',
+    'confusion_matrix',
+    'mean_iou',
+    'per_image_mean_iou',
+    'segmentation_scores',
+]

@@ -1,0 +1,9 @@
+"""Benchmarks: `python -m segjax.bench <what> [options]`, one JSON line each.
+
+Speed targets live here, never in timed tests. Each benchmark runs segjax and
+its reference points (NumPy, and the PyTorch peers when their virtual
+environment exists, see ../shared/bench/README.md) side by side in one
+process or one run, because absolute times on shared machines drift.
+
+  metrics   confusion matrix of [B, H, W] label maps (segjax/bench/metrics.py)
+"""

@@ -1,0 +1,21 @@
+"""`python -m segjax.bench <what> [options]`: runs one benchmark."""
+
+import sys
+
+from segjax.bench import metrics
+
+BENCHMARKS = {
+    'metrics': metrics.main,
+}
+
+
+def main(argv):
+  if len(argv) < 2 or argv[1] not in BENCHMARKS:
+    print(f'usage: python -m segjax.bench {{{",".join(BENCHMARKS)}}} '
+          '[options]  (--help after the name lists them)', file=sys.stderr)
+    return 2
+  return BENCHMARKS[argv[1]](argv[2:])
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv))
