@@ -9,6 +9,9 @@ Determinism and resume: the training stream is a pure function of
 (data set, seed, global batch size, process layout). Element k of a process's
 stream is the same on every run, its augmentation is seeded by k (stateless
 random ops), and a run resumed at step s starts at element s * local_batch.
+
+Map functions are plain TF ops marked `do_not_convert`: autograph would
+re-read their source at trace time, for no benefit here.
 """
 
 import math
@@ -36,8 +39,7 @@ def _read(builder, split, spec):
 
 def _options():
   options = tf.data.Options()
-  options.deterministic = True
-  options.threading.private_threadpool_size = 2
+  options.deterministic = True  # Order must not depend on thread timing.
   return options
 
 
@@ -50,8 +52,9 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
       cache, augmentation fields; see experiments/).
     global_batch_size: examples per step over all processes.
     seed: data seed (shuffle order and augmentation).
-    start_step: first step to produce (resume); earlier steps are skipped
-      without decoding or augmenting them.
+    start_step: first step to produce (resume); the elements of earlier
+      steps are skipped before augmentation (they are still read, and
+      decoded once into the cache).
     process_index, process_count: this process's place among the hosts.
 
   Returns:
