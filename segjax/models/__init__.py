@@ -1,49 +1,103 @@
-"""Segmentation models: pure Flax Linen modules, chosen by name from a config.
+"""Segmentation models: pure Flax Linen modules, built by name.
 
-`build_model(model_config, num_classes)` is the one place a config's
-`model.name` is resolved; add new architectures to `MODELS`.
+`build(name, num_classes=None, **kwargs)` is the one name -> constructor
+mapping; `build_model(config.model, num_classes)` resolves an experiment
+config through it. Every segmentation model maps [B, H, W, 3] float images
+(normalised, see `inputs.py`) and a `train` flag to [B, H, W, C] float32
+logits; a backbone name gives the backbone alone, returning its feature dict.
+
+  unet            U-Net (Ronneberger et al. 2015)            unet.py
+  deeplabv3       ASPP on a dilated ResNet                   deeplab.py
+  deeplabv3plus   DeepLabV3 + low-level decoder              deeplab.py
+  resnet18..152   torchvision-layout ResNet backbones         resnet.py
+
+Pretrained torchvision / timm ResNet weights: `load_pretrained` (in
+pretrained.py).
 """
 
 import dataclasses
+import functools
+import re
 
+from segjax.models.deeplab import DeepLab
+from segjax.models.pretrained import load_pretrained
+from segjax.models.resnet import ResNet
 from segjax.models.unet import UNet
 
-# Name -> module class. Every field of `config.model` except `name` is passed
-# to the constructor, so a config names exactly the module's attributes.
+# Name -> (module class, fixed attributes). Segmentation models take
+# `num_classes`; backbones do not.
 MODELS = {
-    'unet': UNet,
+    'unet': (UNet, {}),
+    'deeplabv3': (DeepLab, {'plus': False}),
+    'deeplabv3plus': (DeepLab, {'plus': True}),
 }
+BACKBONES = {f'resnet{d}': (ResNet, {'depth': d}) for d in (18, 34, 50, 101,
+                                                            152)}
 
 
-def build_model(model_config, num_classes, **overrides):
-  """Instantiates `config.model` as a Flax module.
+def _fields(cls):
+  return {f.name for f in dataclasses.fields(cls)} - {'parent', 'name'}
+
+
+def build(name, num_classes=None, **kwargs):
+  """Builds a model or a backbone by name.
 
   Args:
-    model_config: a mapping (ConfigDict or dict) with `name` and the module's
-      attributes, e.g. `{'name': 'unet', 'features': (16, 32, 64)}`.
-    num_classes: number of output classes.
-    **overrides: further attributes (e.g. `dtype`), taking precedence.
+    name: a key of `MODELS` (needs `num_classes`) or of `BACKBONES`.
+    num_classes: output classes of a segmentation model (1 gives a single
+      sigmoid logit).
+    **kwargs: the module's attributes; `backbone='resnet101'` is accepted
+      by models built on a ResNet and sets its depth.
 
   Returns:
     An unbound `flax.linen.Module`.
 
   Raises:
-    ValueError: unknown model name or an attribute the module does not have.
+    ValueError naming an unknown model, a missing `num_classes`, or an
+    attribute the module does not have.
   """
-  kwargs = dict(model_config)
-  name = kwargs.pop('name', None)
-  if name not in MODELS:
-    raise ValueError(f'config.model.name={name!r} is not a known model; '
-                     f'choose one of {sorted(MODELS)}.')
-  cls = MODELS[name]
-  fields = {f.name for f in dataclasses.fields(cls)} - {'parent', 'name'}
-  unknown = sorted(set(kwargs) - fields)
-  if unknown:
-    raise ValueError(f'config.model has field(s) {unknown} that model '
-                     f'{name!r} does not take; it takes {sorted(fields)}.')
-  # ConfigDict turns tuples into lists; modules expect hashable tuples.
   kwargs = {k: tuple(v) if isinstance(v, list) else v
             for k, v in kwargs.items()}
+  if name in BACKBONES:
+    if num_classes is not None:
+      raise ValueError(f'{name!r} is a backbone: it returns features and '
+                       'takes no num_classes.')
+    cls, fixed = BACKBONES[name]
+  elif name in MODELS:
+    if num_classes is None:
+      raise ValueError(f'model {name!r} needs num_classes.')
+    cls, fixed = MODELS[name]
+    kwargs['num_classes'] = num_classes
+    backbone = kwargs.pop('backbone', None)
+    if backbone is not None:
+      m = re.fullmatch(r'resnet(\d+)', str(backbone))
+      if not (m and 'depth' in _fields(cls) and
+              f'resnet{m.group(1)}' in BACKBONES):
+        raise ValueError(f'model {name!r}: unsupported backbone '
+                         f'{backbone!r}; choose one of {sorted(BACKBONES)}'
+                         + ('' if 'depth' in _fields(cls) else
+                            ' (this model has no backbone option)') + '.')
+      kwargs['depth'] = int(m.group(1))
+  else:
+    raise ValueError(f'{name!r} is not a known model; choose one of '
+                     f'{sorted(MODELS) + sorted(BACKBONES)}.')
+  unknown = sorted(set(kwargs) - _fields(cls))
+  if unknown:
+    raise ValueError(f'model {name!r} has no field(s) {unknown}; it takes '
+                     f'{sorted(_fields(cls) - set(fixed))}.')
+  return functools.partial(cls, **fixed)(**kwargs)
+
+
+def build_model(model_config, num_classes, **overrides):
+  """Instantiates `config.model` ({'name': ..., attributes...})."""
+  kwargs = dict(model_config)
+  name = kwargs.pop('name', None)
   kwargs.update(overrides)
-  kwargs['num_classes'] = num_classes
-  return cls(**kwargs)
+  try:
+    return build(name, num_classes, **kwargs)
+  except ValueError as e:
+    raise ValueError(f'config.model: {e}') from e
+
+
+__all__ = ['BACKBONES', 'MODELS', 'DeepLab', 'ResNet', 'UNet', 'build',
+           'build_model', 'load_pretrained']

@@ -1,0 +1,106 @@
+"""DeepLabV3 / V3+ and the model registry (eval_shape: no compilation)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from segjax import models
+
+
+def _shapes(model, size=(1, 67, 93, 3), dtype=jnp.float32):
+  image = jax.ShapeDtypeStruct(size, dtype)
+  variables = jax.eval_shape(
+      lambda x: model.init(jax.random.PRNGKey(0), x), image)
+  out = jax.eval_shape(lambda v, x: model.apply(v, x), variables, image)
+  return variables, out
+
+
+def _count(variables):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(
+      variables['params']))
+
+
+def test_deeplabv3plus_separable_matches_smp_parameter_count():
+  # segmentation_models_pytorch DeepLabV3Plus("resnet50", classes=11).
+  model = models.build('deeplabv3plus', num_classes=11, backbone='resnet50',
+                       output_stride=16, separable=True)
+  variables, logits = _shapes(model)
+  assert _count(variables) == 26_680_155
+  assert logits.shape == (1, 67, 93, 11) and logits.dtype == jnp.float32
+
+
+@pytest.mark.parametrize('name', ['deeplabv3', 'deeplabv3plus'])
+@pytest.mark.parametrize('output_stride', [8, 16])
+def test_logits_come_back_at_input_size_for_any_size(name, output_stride):
+  model = models.build(name, num_classes=1, backbone='resnet18',
+                       output_stride=output_stride, aspp_features=32)
+  _, logits = _shapes(model, size=(2, 45, 61, 3))
+  assert logits.shape == (2, 45, 61, 1)
+
+
+def test_rates_default_per_output_stride():
+  assert models.deeplab.default_rates(16) == (6, 12, 18)
+  assert models.deeplab.default_rates(8) == (12, 24, 36)
+
+
+def test_bf16_compute_keeps_float32_parameters():
+  model = models.build('deeplabv3plus', num_classes=3, backbone='resnet18',
+                       aspp_features=16, dtype=jnp.bfloat16)
+  variables, logits = _shapes(model, size=(1, 32, 32, 3))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables))
+  assert logits.dtype == jnp.float32
+
+
+def test_backbone_by_name_returns_its_feature_dict():
+  backbone = models.build('resnet50', output_stride=8)
+  _, features = _shapes(backbone, size=(1, 64, 64, 3))
+  assert {k: v.shape[1:] for k, v in features.items()} == {
+      'stem': (32, 32, 64), 'stage1': (16, 16, 256), 'stage2': (8, 8, 512),
+      'stage3': (8, 8, 1024), 'stage4': (8, 8, 2048)}
+
+
+def test_registry_errors_name_the_problem():
+  with pytest.raises(ValueError, match="'pspnet' is not a known model"):
+    models.build('pspnet', num_classes=2)
+  with pytest.raises(ValueError, match='needs num_classes'):
+    models.build('deeplabv3plus')
+  with pytest.raises(ValueError, match="unsupported backbone 'vgg16'"):
+    models.build('deeplabv3plus', num_classes=2, backbone='vgg16')
+  with pytest.raises(ValueError, match='takes no num_classes'):
+    models.build('resnet50', num_classes=2)
+  with pytest.raises(ValueError, match='output_stride must be 8, 16 or 32'):
+    _shapes(models.build('deeplabv3', num_classes=2, backbone='resnet18',
+                         output_stride=4), size=(1, 32, 32, 3))
+  with pytest.raises(ValueError, match="low_level_stage='stage7'"):
+    _shapes(models.build('deeplabv3plus', num_classes=2, backbone='resnet18',
+                         low_level_stage='stage7'), size=(1, 32, 32, 3))
+
+
+def test_deeplabv3plus_learns_a_shapes_batch(tfds_dir):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from segjax import losses  # pylint: disable=g-import-not-at-top
+  from segjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from segjax.training import optimizer  # pylint: disable=g-import-not-at-top
+  from segjax.training import sharding  # pylint: disable=g-import-not-at-top
+  from segjax.training import state as state_lib  # pylint: disable=g-import-not-at-top
+  from segjax.training import steps  # pylint: disable=g-import-not-at-top
+  data = ml_collections.ConfigDict({'name': 'shapes/tiny', 'data_dir': tfds_dir,
+                                    'train_split': 'train'})
+  batch = next(pipeline.as_numpy(pipeline.train_dataset(data, 8, seed=0)))
+  model = models.build('deeplabv3plus', num_classes=5, backbone='resnet18',
+                       aspp_features=32, low_level_features=16, dropout=0.0)
+  config = ml_collections.ConfigDict({
+      'optimizer': {'name': 'adamw', 'learning_rate': 1e-3},
+      'schedule': {'name': 'constant'}})
+  tx, schedule = optimizer.build_optimizer(config, 10)
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  state, _ = state_lib.create_train_state(model, tx, (32, 32, 3),
+                                          jax.random.PRNGKey(0), mesh)
+  step = jax.jit(steps.make_train_step(
+      model, tx, losses.build_loss({'cross_entropy': 1.0}), schedule))
+  history = []
+  for _ in range(8):
+    state, metrics = step(state, jax.device_put(batch))
+    history.append(float(metrics['loss']))
+  assert history[-1] < 0.7 * history[0], history
