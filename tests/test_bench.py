@@ -20,3 +20,11 @@ def test_metrics_benchmark_prints_one_json_line(capsys):
 def test_unknown_benchmark_is_a_usage_error(capsys):
   assert bench_main.main(['bench', 'nosuch']) == 2
   assert 'usage' in capsys.readouterr().err
+
+
+def test_models_benchmark_counts_parameters_and_flops():
+  from segjax.bench import models as bench_models  # pylint: disable=g-import-not-at-top
+  row = bench_models.measure('fcn32s', {'backbone': 'resnet18'}, 2, 64)
+  # ResNet-18 without classifier (11,176,512) + a 1x1 512 -> 2 classifier.
+  assert row['params'] == 11_176_512 + 512 * 2 + 2
+  assert row['forward_gflops'] > 0

@@ -3,9 +3,11 @@
 import sys
 
 from segjax.bench import metrics
+from segjax.bench import models
 
 BENCHMARKS = {
     'metrics': metrics.main,
+    'models': models.main,
 }
 
 

@@ -9,6 +9,8 @@ logits; a backbone name gives the backbone alone, returning its feature dict.
   unet            U-Net (Ronneberger et al. 2015)            unet.py
   deeplabv3       ASPP on a dilated ResNet                   deeplab.py
   deeplabv3plus   DeepLabV3 + low-level decoder              deeplab.py
+  fcn32s/16s/8s   FCN skip fusion (output stride 32)         fcn.py
+  fcn             dilated FCN head (mmsegmentation style)    fcn.py
   resnet18..152   torchvision-layout ResNet backbones         resnet.py
 
 Pretrained torchvision / timm ResNet weights: `load_pretrained` (in
@@ -20,6 +22,7 @@ import functools
 import re
 
 from segjax.models.deeplab import DeepLab
+from segjax.models.fcn import FCN
 from segjax.models.pretrained import load_pretrained
 from segjax.models.resnet import ResNet
 from segjax.models.unet import UNet
@@ -30,6 +33,10 @@ MODELS = {
     'unet': (UNet, {}),
     'deeplabv3': (DeepLab, {'plus': False}),
     'deeplabv3plus': (DeepLab, {'plus': True}),
+    'fcn32s': (FCN, {'skips': '32s'}),
+    'fcn16s': (FCN, {'skips': '16s'}),
+    'fcn8s': (FCN, {'skips': '8s'}),
+    'fcn': (FCN, {'skips': None}),  # Dilated FCN head; pass output_stride=8.
 }
 BACKBONES = {f'resnet{d}': (ResNet, {'depth': d}) for d in (18, 34, 50, 101,
                                                             152)}
@@ -99,5 +106,5 @@ def build_model(model_config, num_classes, **overrides):
     raise ValueError(f'config.model: {e}') from e
 
 
-__all__ = ['BACKBONES', 'MODELS', 'DeepLab', 'ResNet', 'UNet', 'build',
+__all__ = ['BACKBONES', 'MODELS', 'DeepLab', 'FCN', 'ResNet', 'UNet', 'build',
            'build_model', 'load_pretrained']

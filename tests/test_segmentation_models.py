@@ -1,4 +1,4 @@
-"""DeepLabV3 / V3+ and the model registry (eval_shape: no compilation)."""
+"""DeepLabV3 / V3+, FCN and the model registry (eval_shape: no compilation)."""
 
 import jax
 import jax.numpy as jnp
@@ -104,3 +104,34 @@ def test_deeplabv3plus_learns_a_shapes_batch(tfds_dir):
     state, metrics = step(state, jax.device_put(batch))
     history.append(float(metrics['loss']))
   assert history[-1] < 0.7 * history[0], history
+
+
+@pytest.mark.parametrize('name', ['fcn32s', 'fcn16s', 'fcn8s'])
+def test_fcn_skip_variants_give_input_size_logits(name):
+  model = models.build(name, num_classes=4, backbone='resnet18')
+  variables, logits = _shapes(model, size=(1, 45, 61, 3))
+  assert logits.shape == (1, 45, 61, 4)
+  scores = {k for k in variables['params'] if k.startswith('score_')}
+  assert scores == {'fcn32s': {'score_stage4'},
+                    'fcn16s': {'score_stage4', 'score_stage3'},
+                    'fcn8s': {'score_stage4', 'score_stage3',
+                              'score_stage2'}}[name]
+
+
+def test_dilated_fcn_head_with_aux_head_sows_aux_logits():
+  model = models.build('fcn', num_classes=3, backbone='resnet18',
+                       output_stride=8, aux_head=True, head_channels=16)
+  image = jax.ShapeDtypeStruct((1, 40, 40, 3), jnp.float32)
+  variables = jax.eval_shape(
+      lambda x: model.init(jax.random.PRNGKey(0), x), image)
+  logits, state = jax.eval_shape(
+      lambda v, x: model.apply(v, x, mutable=['intermediates']),
+      {k: v for k, v in variables.items() if k != 'intermediates'}, image)
+  assert logits.shape == (1, 40, 40, 3)
+  assert state['intermediates']['aux_logits'][0].shape == (1, 40, 40, 3)
+
+
+def test_fcn8s_at_output_stride_16_is_a_clear_error():
+  with pytest.raises(ValueError, match='FCN-8s .* needs output_stride=32'):
+    _shapes(models.build('fcn8s', num_classes=2, backbone='resnet18',
+                         output_stride=16), size=(1, 32, 32, 3))

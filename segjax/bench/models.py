@@ -1,0 +1,60 @@
+"""Parameter counts and forward FLOPs of the model zoo (XLA cost analysis).
+
+`python -m segjax.bench models [--size 512]` prints one JSON line per model:
+parameters, and forward GFLOPs of one [1, size, size, 3] image from XLA's
+HLO cost analysis of the lowered (not compiled) forward pass, so it runs in
+seconds on any machine. Multiply-adds count as 2 FLOPs.
+"""
+
+import argparse
+import json
+
+import jax
+import jax.numpy as jnp
+
+from segjax import models
+
+# (name, build kwargs) of the table in docs/models.md.
+ZOO = (
+    ('unet', {'features': (64, 128, 256, 512, 1024)}),
+    ('fcn32s', {'backbone': 'resnet50'}),
+    ('fcn8s', {'backbone': 'resnet50'}),
+    ('fcn', {'backbone': 'resnet50', 'output_stride': 8}),
+    ('deeplabv3', {'backbone': 'resnet50', 'output_stride': 16}),
+    ('deeplabv3', {'backbone': 'resnet50', 'output_stride': 8}),
+    ('deeplabv3', {'backbone': 'resnet101', 'output_stride': 16}),
+    ('deeplabv3', {'backbone': 'resnet101', 'output_stride': 8}),
+    ('deeplabv3plus', {'backbone': 'resnet50', 'output_stride': 16}),
+    ('deeplabv3plus', {'backbone': 'resnet50', 'output_stride': 8}),
+    ('deeplabv3plus', {'backbone': 'resnet50', 'output_stride': 16,
+                       'separable': True}),
+    ('deeplabv3plus', {'backbone': 'resnet101', 'output_stride': 16}),
+    ('deeplabv3plus', {'backbone': 'resnet101', 'output_stride': 8}),
+)
+
+
+def measure(name, kwargs, num_classes, size):
+  model = models.build(name, num_classes=num_classes, **kwargs)
+  image = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  variables = jax.eval_shape(
+      lambda x: model.init(jax.random.PRNGKey(0), x), image)
+  params = sum(int(x.size) for x in jax.tree.leaves(variables['params']))
+  lowered = jax.jit(lambda v, x: model.apply(v, x)).lower(variables, image)
+  cost = lowered.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return {'model': name, **{k: list(v) if isinstance(v, tuple) else v
+                            for k, v in kwargs.items()},
+          'num_classes': num_classes, 'size': size, 'params': params,
+          'forward_gflops': cost['flops'] / 1e9}
+
+
+def main(argv):
+  parser = argparse.ArgumentParser(prog='python -m segjax.bench models')
+  parser.add_argument('--size', type=int, default=512)
+  parser.add_argument('--num-classes', type=int, default=19)
+  args = parser.parse_args(argv)
+  for name, kwargs in ZOO:
+    print(json.dumps(measure(name, kwargs, args.num_classes, args.size)),
+          flush=True)
+  return 0
