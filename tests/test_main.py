@@ -2,7 +2,6 @@
 the point: kill -9 and resume, exit statuses, what a user sees)."""
 
 import json
-import os
 import pathlib
 import signal
 import subprocess

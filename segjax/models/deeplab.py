@@ -28,37 +28,11 @@ import jax
 import jax.numpy as jnp
 
 from segjax.models import resnet
+from segjax.models.layers import ConvBNReLU
 
 
 def default_rates(output_stride):
   return {16: (6, 12, 18), 8: (12, 24, 36)}.get(output_stride, (6, 12, 18))
-
-
-class ConvBNReLU(nn.Module):
-  """k x k conv (optionally depthwise-separable and dilated), BN, ReLU."""
-  features: int
-  kernel: int = 1
-  dilation: int = 1
-  separable: bool = False
-  norm: Any = None
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             param_dtype=self.param_dtype)
-    pad = self.dilation * (self.kernel - 1) // 2
-    padding = ((pad, pad), (pad, pad))
-    if self.separable and self.kernel > 1:
-      x = conv(x.shape[-1], (self.kernel, self.kernel), padding=padding,
-               kernel_dilation=self.dilation,
-               feature_group_count=x.shape[-1], name='depthwise')(x)
-      x = conv(self.features, (1, 1), name='pointwise')(x)
-    else:
-      x = conv(self.features, (self.kernel, self.kernel), padding=padding,
-               kernel_dilation=self.dilation, name='conv')(x)
-    return nn.relu(self.norm(name='bn')(x))
 
 
 class ASPP(nn.Module):

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.models import resnet
+from segjax.models.layers import ConvBNReLU
 
 
 def _resize(x, like_hw):
@@ -42,17 +43,14 @@ class FCNHead(nn.Module):
 
   @nn.compact
   def __call__(self, x, train):
-    conv = functools.partial(nn.Conv, kernel_size=(3, 3),
-                             padding=((1, 1), (1, 1)), use_bias=False,
-                             dtype=self.dtype, param_dtype=self.param_dtype)
+    block = functools.partial(ConvBNReLU, self.channels, 3, norm=self.norm,
+                              dtype=self.dtype, param_dtype=self.param_dtype)
     y = x
     for i in range(self.num_convs):
-      y = nn.relu(self.norm(name=f'bn{i}')(conv(self.channels,
-                                                name=f'conv{i}')(y)))
+      y = block(name=f'conv{i}')(y)
     if self.concat_input:
-      y = jnp.concatenate([x.astype(y.dtype), y], axis=-1)
-      y = nn.relu(self.norm(name='bn_cat')(conv(self.channels,
-                                                name='conv_cat')(y)))
+      y = block(name='conv_cat')(
+          jnp.concatenate([x.astype(y.dtype), y], axis=-1))
     y = nn.Dropout(self.dropout, deterministic=not train)(y)
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype,
                    param_dtype=self.param_dtype, name='classifier')(y)
