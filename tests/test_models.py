@@ -62,3 +62,18 @@ def test_every_experiment_config_resolves():
       config = module.get_config(arg)
       spec = datasets.get_spec(config.data.name)
       models.build_model(config.model, spec.num_classes)
+
+
+def test_valid_unet_of_the_paper_maps_572_to_388():
+  model = models.build('unet', num_classes=2,
+                       features=(64, 128, 256, 512, 1024), padding='valid',
+                       upsample='transpose')
+  assert model.output_size(572) == 388
+  image = jax.ShapeDtypeStruct((1, 572, 572, 1), jnp.float32)
+  variables = jax.eval_shape(
+      lambda x: model.init(jax.random.PRNGKey(0), x), image)
+  logits = jax.eval_shape(
+      lambda v, x: model.apply(v, x), variables, image)
+  assert logits.shape == (1, 388, 388, 2)
+  with pytest.raises(ValueError, match='odd or empty map'):
+    model.output_size(570)

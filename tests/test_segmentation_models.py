@@ -135,3 +135,11 @@ def test_fcn8s_at_output_stride_16_is_a_clear_error():
   with pytest.raises(ValueError, match='FCN-8s .* needs output_stride=32'):
     _shapes(models.build('fcn8s', num_classes=2, backbone='resnet18',
                          output_stride=16), size=(1, 32, 32, 3))
+
+
+def test_resnet_unet_matches_smp_unet_parameter_count():
+  # segmentation_models_pytorch Unet("resnet18", classes=11).
+  model = models.build('resnet_unet', num_classes=11, backbone='resnet18')
+  variables, logits = _shapes(model, size=(1, 45, 61, 3))
+  assert _count(variables) == 14_329_659
+  assert logits.shape == (1, 45, 61, 11)

@@ -17,6 +17,7 @@ from segjax import models
 # (name, build kwargs) of the table in docs/models.md.
 ZOO = (
     ('unet', {'features': (64, 128, 256, 512, 1024)}),
+    ('resnet_unet', {'backbone': 'resnet34'}),
     ('fcn32s', {'backbone': 'resnet50'}),
     ('fcn8s', {'backbone': 'resnet50'}),
     ('fcn', {'backbone': 'resnet50', 'output_stride': 8}),

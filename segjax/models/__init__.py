@@ -7,6 +7,7 @@ config through it. Every segmentation model maps [B, H, W, 3] float images
 logits; a backbone name gives the backbone alone, returning its feature dict.
 
   unet            U-Net (Ronneberger et al. 2015)            unet.py
+  resnet_unet     U-Net on a ResNet encoder (SMP's Unet)     resnet_unet.py
   deeplabv3       ASPP on a dilated ResNet                   deeplab.py
   deeplabv3plus   DeepLabV3 + low-level decoder              deeplab.py
   fcn32s/16s/8s   FCN skip fusion (output stride 32)         fcn.py
@@ -25,12 +26,14 @@ from segjax.models.deeplab import DeepLab
 from segjax.models.fcn import FCN
 from segjax.models.pretrained import load_pretrained
 from segjax.models.resnet import ResNet
+from segjax.models.resnet_unet import ResNetUNet
 from segjax.models.unet import UNet
 
 # Name -> (module class, fixed attributes). Segmentation models take
 # `num_classes`; backbones do not.
 MODELS = {
     'unet': (UNet, {}),
+    'resnet_unet': (ResNetUNet, {}),
     'deeplabv3': (DeepLab, {'plus': False}),
     'deeplabv3plus': (DeepLab, {'plus': True}),
     'fcn32s': (FCN, {'skips': '32s'}),
@@ -106,5 +109,6 @@ def build_model(model_config, num_classes, **overrides):
     raise ValueError(f'config.model: {e}') from e
 
 
-__all__ = ['BACKBONES', 'MODELS', 'DeepLab', 'FCN', 'ResNet', 'UNet', 'build',
+__all__ = ['BACKBONES', 'MODELS', 'DeepLab', 'FCN', 'ResNet', 'ResNetUNet',
+           'UNet', 'build',
            'build_model', 'load_pretrained']

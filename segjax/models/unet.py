@@ -1,7 +1,8 @@
 """U-Net (Ronneberger et al. 2015) as a pure Flax Linen module.
 
 Differences from the paper, all standard in modern re-implementations:
-'SAME' padding (output size = input size, no cropping of skips), batch norm
+'same' padding by default (output size = input size, no cropping of skips;
+`padding='valid'` gives the paper's unpadded convs and centre crop), batch norm
 after every convolution, and bilinear upsampling followed by a 3x3 conv in
 place of the 2x2 up-convolution when `upsample='bilinear'` (fewer
 checkerboard artefacts); `upsample='transpose'` keeps the paper's choice.
@@ -27,18 +28,20 @@ import jax.numpy as jnp
 class ConvBlock(nn.Module):
   """Two (3x3 conv -> batch norm -> ReLU) layers."""
   features: int
+  padding: str = 'SAME'
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
 
   @nn.compact
   def __call__(self, x, train):
     for _ in range(2):
-      x = nn.Conv(self.features, (3, 3), use_bias=False, dtype=self.dtype,
-                  param_dtype=self.param_dtype)(x)
+      x = nn.Conv(self.features, (3, 3), padding=self.padding, use_bias=False,
+                  dtype=self.dtype, param_dtype=self.param_dtype)(x)
       x = nn.BatchNorm(use_running_average=not train,
-                       momentum=self.bn_momentum, dtype=self.dtype,
-                       param_dtype=self.param_dtype)(x)
+                       momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                       dtype=self.dtype, param_dtype=self.param_dtype)(x)
       x = nn.relu(x)
     return x
 
@@ -55,6 +58,9 @@ class UNet(nn.Module):
       convolution, stride 2, as in the paper).
     stem_stride: 1 (the paper) or 2: the body runs at 1/stem_stride of the
       input resolution (see the module docstring).
+    padding: 'same' (output size = input size) or 'valid' (the paper:
+      unpadded convs, skips centre-cropped; the logits cover the centre crop
+      of size `output_size(input_size)`, e.g. 388 for 572 with 5 levels).
     dtype: computation dtype (e.g. jnp.bfloat16 for mixed precision); logits
       are returned in float32 whatever it is.
     param_dtype: parameter dtype.
@@ -63,9 +69,36 @@ class UNet(nn.Module):
   features: Sequence[int] = (32, 64, 128, 256, 512)
   upsample: str = 'bilinear'
   stem_stride: int = 1
+  padding: str = 'same'
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+
+  def output_size(self, input_size):
+    """Side of the logits for an input side (== input_size with 'same').
+
+    Raises:
+      ValueError if a 'valid' U-Net cannot take this size (a level whose
+      size is odd before pooling, or nothing left).
+    """
+    if self.padding == 'same':
+      return input_size
+    size = input_size
+    for level in range(len(self.features) - 1):
+      size -= 4  # Two unpadded 3x3 convs.
+      if size <= 0 or size % 2:
+        raise ValueError(
+            f'valid U-Net: input size {input_size} gives an odd or empty map '
+            f'({size}) before pooling at level {level + 1}; pick a size that '
+            'stays even down the encoder, e.g. the paper\'s 572.')
+      size //= 2
+    size -= 4
+    for _ in range(len(self.features) - 1):
+      size = 2 * size - 4
+    if size <= 0:
+      raise ValueError(f'valid U-Net: input size {input_size} is too small.')
+    return size
 
   @nn.compact
   def __call__(self, images, train=False):
@@ -80,16 +113,26 @@ class UNet(nn.Module):
     """
     if self.stem_stride not in (1, 2):
       raise ValueError(f'stem_stride must be 1 or 2, got {self.stem_stride}.')
+    if self.padding not in ('same', 'valid'):
+      raise ValueError(f"padding must be 'same' or 'valid', got "
+                       f'{self.padding!r}.')
+    valid = self.padding == 'valid'
+    if valid and self.stem_stride != 1:
+      raise ValueError("padding='valid' is the paper's U-Net: use "
+                       'stem_stride=1.')
     multiple = 2**(len(self.features) - 1) * self.stem_stride
     b, h, w, _ = images.shape
-    if h % multiple or w % multiple:
+    if valid:
+      self.output_size(h), self.output_size(w)  # pylint: disable=expression-not-assigned
+    elif h % multiple or w % multiple:
       raise ValueError(
           f'UNet with {len(self.features)} levels and stem_stride '
           f'{self.stem_stride} needs the image height and width to be '
           f'multiples of {multiple}; got {h}x{w}.')
-    block = functools.partial(ConvBlock, dtype=self.dtype,
-                              param_dtype=self.param_dtype,
-                              bn_momentum=self.bn_momentum)
+    block = functools.partial(ConvBlock, padding='VALID' if valid else 'SAME',
+                              dtype=self.dtype, param_dtype=self.param_dtype,
+                              bn_momentum=self.bn_momentum,
+                              bn_epsilon=self.bn_epsilon)
     conv = functools.partial(nn.Conv, dtype=self.dtype,
                              param_dtype=self.param_dtype)
 
@@ -98,8 +141,8 @@ class UNet(nn.Module):
       x = conv(self.features[0], (3, 3), strides=self.stem_stride,
                use_bias=False)(x)
       x = nn.BatchNorm(use_running_average=not train,
-                       momentum=self.bn_momentum, dtype=self.dtype,
-                       param_dtype=self.param_dtype)(x)
+                       momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                       dtype=self.dtype, param_dtype=self.param_dtype)(x)
       x = nn.relu(x)
     skips = []
     for width in self.features[:-1]:
@@ -119,6 +162,10 @@ class UNet(nn.Module):
       else:
         raise ValueError(f"upsample must be 'bilinear' or 'transpose', "
                          f'got {self.upsample!r}.')
+      if valid:  # Centre-crop the skip to the decoder's (smaller) map.
+        dy = (skip.shape[1] - x.shape[1]) // 2
+        dx = (skip.shape[2] - x.shape[2]) // 2
+        skip = skip[:, dy:dy + x.shape[1], dx:dx + x.shape[2]]
       x = jnp.concatenate([skip, x.astype(skip.dtype)], axis=-1)
       x = block(width)(x, train)
 

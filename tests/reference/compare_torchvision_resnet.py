@@ -21,12 +21,15 @@ def main():
   ref = np.load(os.path.join(a.ref, 'outputs.npz'))
   depth = int(ref['depth'])
   image = ref['image'].transpose(0, 2, 3, 1)
-  model = ResNet(depth=depth)
+  deep = bool(ref['deep'])
+  model = ResNet(depth=depth, deep_stem=deep, avg_down=deep)
   variables = model.init(jax.random.PRNGKey(0), jnp.asarray(image))
   variables, report = pretrained.load_pretrained(
-      variables, os.path.join(a.ref, f'resnet{depth}.safetensors'))
+      variables, os.path.join(a.ref, f'resnet{depth}.safetensors'),
+      source=str(ref['source']))
   out = model.apply(variables, jnp.asarray(image), train=False)
-  result = {'depth': depth, 'loaded': report['loaded'],
+  result = {'depth': depth, 'source': str(ref['source']), 'deep': deep,
+            'loaded': report['loaded'],
             'missing': report['missing'], 'unexpected': report['unexpected'],
             'shape_mismatch': report['shape_mismatch']}
   for name in ('stem', 'stage1', 'stage2', 'stage3', 'stage4'):

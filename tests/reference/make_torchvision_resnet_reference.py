@@ -1,11 +1,13 @@
-"""Writes a torchvision ResNet checkpoint and its stage outputs, for checking
-`segjax.models.load_pretrained` against PyTorch itself.
+"""Writes a torchvision (or timm) ResNet checkpoint and its stage outputs,
+for checking `segjax.models.load_pretrained` against PyTorch itself.
 
 Run with the peers' Python (PyTorch is not a segjax dependency):
   ~/.venvs/peer/bin/python tests/reference/make_torchvision_resnet_reference.py \
       --depth 50 --out /tmp/resnet50_ref
 then compare in segjax's environment:
   python tests/reference/compare_torchvision_resnet.py --ref /tmp/resnet50_ref
+`--timm resnet50d` uses timm's model instead (deep stem, average-pool
+shortcuts); the comparison then builds ResNet(deep_stem=True, avg_down=True).
 
 The network is randomly initialised (nothing is downloaded), with batch-norm
 statistics and affine parameters randomised so that every term matters.
@@ -26,9 +28,15 @@ def main():
   ap.add_argument('--out', required=True)
   ap.add_argument('--height', type=int, default=67)
   ap.add_argument('--width', type=int, default=93)
+  ap.add_argument('--timm', default=None, help='a timm model, e.g. resnet50d')
   a = ap.parse_args()
   torch.manual_seed(0)
-  net = getattr(torchvision.models, f'resnet{a.depth}')(weights=None).eval()
+  if a.timm:
+    import timm  # pylint: disable=g-import-not-at-top
+    net = timm.create_model(a.timm, pretrained=False).eval()
+    net.relu = net.act1
+  else:
+    net = getattr(torchvision.models, f'resnet{a.depth}')(weights=None).eval()
   with torch.no_grad():
     for m in net.modules():
       if isinstance(m, torch.nn.BatchNorm2d):
@@ -50,8 +58,10 @@ def main():
             os.path.join(a.out, f'resnet{a.depth}.safetensors'))
   outputs = {'image': image, 'stem': stem, 'stage1': x1, 'stage2': x2,
              'stage3': x3, 'stage4': x4}
-  np.savez(os.path.join(a.out, 'outputs.npz'),
-           depth=a.depth, **{k: v.numpy() for k, v in outputs.items()})
+  np.savez(os.path.join(a.out, 'outputs.npz'), depth=a.depth,
+           source='timm' if a.timm else 'torchvision',
+           deep=bool(a.timm and a.timm.endswith('d')),
+           **{k: v.numpy() for k, v in outputs.items()})
   print('wrote', a.out, {k: tuple(v.shape) for k, v in outputs.items()})
 
 

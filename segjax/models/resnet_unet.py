@@ -1,0 +1,67 @@
+"""U-Net with a ResNet encoder, as segmentation_models_pytorch builds `Unet`.
+
+Encoder: a ResNet (`resnet.py`) whose stem (stride 2) and stage1..stage4
+(strides 4..32) are the skips. Decoder: five blocks, each upsampling by 2
+(nearest neighbour), concatenating the skip of that resolution (none for the
+last) and applying two 3x3 conv-BN-ReLU layers, with `decoder_features`
+channels (256, 128, 64, 32, 16); a 3x3 classifier conv on top. With a
+ResNet-18 and 11 classes it has 14,329,659 parameters, as SMP's
+`Unet("resnet18", classes=11)`. Any input size works (skips and logits are
+resized to the exact sizes they meet).
+"""
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from segjax.models import resnet
+from segjax.models.layers import ConvBNReLU
+
+
+class ResNetUNet(nn.Module):
+  """ResNet-encoder U-Net; attributes as `DeepLab`'s where they overlap."""
+  num_classes: int
+  depth: int = 34
+  deep_stem: bool = False
+  avg_down: bool = False
+  decoder_features: Sequence[int] = (256, 128, 64, 32, 16)
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, train=False):
+    """[B, H, W, 3] float images -> [B, H, W, num_classes] float32 logits."""
+    b, h, w, _ = images.shape
+    features = resnet.ResNet(
+        depth=self.depth, deep_stem=self.deep_stem, avg_down=self.avg_down,
+        bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+        dtype=self.dtype, param_dtype=self.param_dtype,
+        name='backbone')(images, train)
+    norm = functools.partial(
+        nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+        epsilon=self.bn_epsilon, dtype=self.dtype, param_dtype=self.param_dtype)
+    block = functools.partial(ConvBNReLU, kernel=3, norm=norm,
+                              dtype=self.dtype, param_dtype=self.param_dtype)
+    skips = [features[k] for k in ('stage3', 'stage2', 'stage1', 'stem')]
+    x = features['stage4']
+    for i, width in enumerate(self.decoder_features):
+      skip = skips[i] if i < len(skips) else None
+      size = skip.shape[1:3] if skip is not None else (h, w)
+      x = jax.image.resize(x, x.shape[:1] + tuple(size) + x.shape[3:],
+                           'nearest')
+      if skip is not None:
+        x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
+      x = block(width, name=f'decoder{i}_conv1')(x)
+      x = block(width, name=f'decoder{i}_conv2')(x)
+    logits = nn.Conv(self.num_classes, (3, 3), padding=((1, 1), (1, 1)),
+                     dtype=self.dtype, param_dtype=self.param_dtype,
+                     name='classifier')(x).astype(jnp.float32)
+    if logits.shape[1:3] != (h, w):
+      logits = jax.image.resize(logits, (b, h, w, self.num_classes),
+                                'bilinear')
+    return logits
