@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.models import resnet
+from segjax.models.layers import batch_norm
 from segjax.models.layers import ConvBNReLU
 
 
@@ -103,15 +104,8 @@ class DeepLab(nn.Module):
           f'low_level_stage={self.low_level_stage!r}: the ResNet backbone has '
           f'stages {resnet.STAGES[:-1]} below stage4.')
     b, h, w, _ = images.shape
-    features = resnet.ResNet(
-        depth=self.depth, output_stride=self.output_stride,
-        deep_stem=self.deep_stem, avg_down=self.avg_down,
-        multi_grid=self.multi_grid, bn_momentum=self.bn_momentum,
-        bn_epsilon=self.bn_epsilon, dtype=self.dtype,
-        param_dtype=self.param_dtype, name='backbone')(images, train)
-    norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
-        epsilon=self.bn_epsilon, dtype=self.dtype, param_dtype=self.param_dtype)
+    features = resnet.backbone_of(self)(images, train)
+    norm = batch_norm(self, train)
     block = functools.partial(ConvBNReLU, norm=norm, dtype=self.dtype,
                               param_dtype=self.param_dtype)
     rates = self.rates or default_rates(self.output_stride)

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.models import resnet
+from segjax.models.layers import batch_norm
 from segjax.models.layers import ConvBNReLU
 
 
@@ -95,15 +96,8 @@ class FCN(nn.Module):
           f'output_stride=32, got {self.output_stride}; use skips=None (the '
           'dilated FCN head) for output stride 8 or 16.')
     b, h, w, _ = images.shape
-    features = resnet.ResNet(
-        depth=self.depth, output_stride=self.output_stride,
-        deep_stem=self.deep_stem, avg_down=self.avg_down,
-        bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
-        dtype=self.dtype, param_dtype=self.param_dtype,
-        name='backbone')(images, train)
-    norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
-        epsilon=self.bn_epsilon, dtype=self.dtype, param_dtype=self.param_dtype)
+    features = resnet.backbone_of(self)(images, train)
+    norm = batch_norm(self, train)
     score = functools.partial(nn.Conv, features=self.num_classes,
                               kernel_size=(1, 1), dtype=self.dtype,
                               param_dtype=self.param_dtype)

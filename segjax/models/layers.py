@@ -1,9 +1,18 @@
 """Small building blocks shared by the segmentation heads."""
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+
+def batch_norm(module, train):
+  """nn.BatchNorm with `module`'s momentum, epsilon and dtypes."""
+  return functools.partial(
+      nn.BatchNorm, use_running_average=not train, momentum=module.bn_momentum,
+      epsilon=module.bn_epsilon, dtype=module.dtype,
+      param_dtype=module.param_dtype)
 
 
 class ConvBNReLU(nn.Module):

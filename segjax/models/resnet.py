@@ -208,3 +208,20 @@ class ResNet(nn.Module):
       previous_dilation = dilation
       features[STAGES[s + 1]] = x
     return features
+
+
+_BACKBONE_FIELDS = ('depth', 'output_stride', 'deep_stem', 'avg_down',
+                    'multi_grid', 'bn_momentum', 'bn_epsilon', 'dtype',
+                    'param_dtype')
+
+
+def backbone_of(model):
+  """The ResNet submodule 'backbone' configured by `model`'s attributes.
+
+  Call it inside the model's `nn.compact` method; fields the model does not
+  have (e.g. `multi_grid`) keep the ResNet's defaults.
+  """
+  kwargs = {k: getattr(model, k) for k in _BACKBONE_FIELDS
+            if hasattr(model, k)}
+  return ResNet(name='backbone', **kwargs)
+

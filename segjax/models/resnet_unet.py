@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.models import resnet
+from segjax.models.layers import batch_norm
 from segjax.models.layers import ConvBNReLU
 
 
@@ -37,14 +38,8 @@ class ResNetUNet(nn.Module):
   def __call__(self, images, train=False):
     """[B, H, W, 3] float images -> [B, H, W, num_classes] float32 logits."""
     b, h, w, _ = images.shape
-    features = resnet.ResNet(
-        depth=self.depth, deep_stem=self.deep_stem, avg_down=self.avg_down,
-        bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
-        dtype=self.dtype, param_dtype=self.param_dtype,
-        name='backbone')(images, train)
-    norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
-        epsilon=self.bn_epsilon, dtype=self.dtype, param_dtype=self.param_dtype)
+    features = resnet.backbone_of(self)(images, train)
+    norm = batch_norm(self, train)
     block = functools.partial(ConvBNReLU, kernel=3, norm=norm,
                               dtype=self.dtype, param_dtype=self.param_dtype)
     skips = [features[k] for k in ('stage3', 'stage2', 'stage1', 'stem')]
