@@ -29,7 +29,7 @@ def get_config(arg=None):
   config = shapes_unet.get_config(arg)
   config.model = ml_collections.ConfigDict()
   config.model.name = 'deeplabv3plus'
-  config.model.depth = 18  # The ResNet backbone: 18, 34, 50, 101 or 152.
+  config.model.backbone = 'resnet18'  # resnet18..resnet152, mobilenet_v2.
   config.model.output_stride = 16
   config.model.separable = False
   config.model.aspp_features = 128 if arg != 'tiny' else 16

@@ -32,11 +32,15 @@ def test_unet_bf16_computes_in_bf16_and_returns_float32_logits():
   assert logits.dtype == jnp.float32
 
 
-def test_unet_rejects_sizes_its_pooling_cannot_halve():
-  model = models.build_model({'name': 'unet', 'features': [4, 8, 16]}, 2)
-  with pytest.raises(ValueError, match='multiples of 4; got 30x32'):
-    jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x),
-                   jax.ShapeDtypeStruct((1, 30, 32, 3), jnp.float32))
+@pytest.mark.parametrize('stem_stride', [1, 2])
+def test_unet_takes_sizes_its_pooling_cannot_halve(stem_stride):
+  model = models.build('unet', num_classes=2, features=[4, 8, 16],
+                       stem_stride=stem_stride)
+  image = jax.ShapeDtypeStruct((1, 30, 37, 3), jnp.float32)
+  variables = jax.eval_shape(
+      lambda x: model.init(jax.random.PRNGKey(0), x), image)
+  logits = jax.eval_shape(lambda v, x: model.apply(v, x), variables, image)
+  assert logits.shape == (1, 30, 37, 2)
 
 
 def test_build_model_names_unknown_models_and_fields():

@@ -77,7 +77,12 @@ def test_registry_errors_name_the_problem():
                          low_level_stage='stage7'), size=(1, 32, 32, 3))
 
 
-def test_deeplabv3plus_learns_a_shapes_batch(tfds_dir):
+@pytest.mark.parametrize('name,kwargs', [
+    ('deeplabv3plus', {'backbone': 'resnet18', 'aspp_features': 32,
+                       'low_level_features': 16, 'dropout': 0.0}),
+    ('fcn8s', {'backbone': 'mobilenet_v2'}),
+])
+def test_models_learn_a_shapes_batch(tfds_dir, name, kwargs):
   import ml_collections  # pylint: disable=g-import-not-at-top
   from segjax import losses  # pylint: disable=g-import-not-at-top
   from segjax.data import pipeline  # pylint: disable=g-import-not-at-top
@@ -88,8 +93,7 @@ def test_deeplabv3plus_learns_a_shapes_batch(tfds_dir):
   data = ml_collections.ConfigDict({'name': 'shapes/tiny', 'data_dir': tfds_dir,
                                     'train_split': 'train'})
   batch = next(pipeline.as_numpy(pipeline.train_dataset(data, 8, seed=0)))
-  model = models.build('deeplabv3plus', num_classes=5, backbone='resnet18',
-                       aspp_features=32, low_level_features=16, dropout=0.0)
+  model = models.build(name, num_classes=5, **kwargs)
   config = ml_collections.ConfigDict({
       'optimizer': {'name': 'adamw', 'learning_rate': 1e-3},
       'schedule': {'name': 'constant'}})
@@ -143,3 +147,30 @@ def test_resnet_unet_matches_smp_unet_parameter_count():
   variables, logits = _shapes(model, size=(1, 45, 61, 3))
   assert _count(variables) == 14_329_659
   assert logits.shape == (1, 45, 61, 11)
+
+
+def test_mobilenet_v2_matches_torchvision_features_parameter_count():
+  # torchvision mobilenet_v2: 3,504,872 parameters, minus the classifier
+  # (1280*1000 + 1000) and the last 1x1 conv to 1280 with its norm
+  # (320*1280 + 2*1280), which segmentation heads do not use.
+  variables, features = _shapes(models.build('mobilenet_v2'),
+                                size=(1, 64, 64, 3))
+  assert _count(variables) == 3_504_872 - 1_281_000 - 412_160
+  assert {k: v.shape[1:] for k, v in features.items()} == {
+      'stem': (32, 32, 16), 'stage1': (16, 16, 24), 'stage2': (8, 8, 32),
+      'stage3': (4, 4, 96), 'stage4': (2, 2, 320)}
+
+
+@pytest.mark.parametrize('output_stride', [8, 16])
+def test_mobilenet_v2_dilates_for_smaller_output_strides(output_stride):
+  backbone = models.build('mobilenet_v2', output_stride=output_stride)
+  _, features = _shapes(backbone, size=(1, 64, 64, 3))
+  assert features['stage4'].shape[1] == 64 // output_stride
+  assert backbone.strides['stage4'] == output_stride
+
+
+@pytest.mark.parametrize('name', ['deeplabv3plus', 'fcn8s', 'resnet_unet'])
+def test_models_take_the_light_backbone(name):
+  model = models.build(name, num_classes=3, backbone='mobilenet_v2')
+  _, logits = _shapes(model, size=(1, 45, 61, 3))
+  assert logits.shape == (1, 45, 61, 3)

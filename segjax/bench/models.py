@@ -31,6 +31,9 @@ ZOO = (
                        'separable': True}),
     ('deeplabv3plus', {'backbone': 'resnet101', 'output_stride': 16}),
     ('deeplabv3plus', {'backbone': 'resnet101', 'output_stride': 8}),
+    ('deeplabv3plus', {'backbone': 'mobilenet_v2', 'output_stride': 16}),
+    ('deeplabv3plus', {'backbone': 'mobilenet_v2', 'output_stride': 8}),
+    ('resnet_unet', {'backbone': 'mobilenet_v2'}),
 )
 
 

@@ -13,17 +13,19 @@ logits; a backbone name gives the backbone alone, returning its feature dict.
   fcn32s/16s/8s   FCN skip fusion (output stride 32)         fcn.py
   fcn             dilated FCN head (mmsegmentation style)    fcn.py
   resnet18..152   torchvision-layout ResNet backbones         resnet.py
+  mobilenet_v2    light backbone                             mobilenet.py
 
 Pretrained torchvision / timm ResNet weights: `load_pretrained` (in
 pretrained.py).
 """
 
-import dataclasses
 import functools
-import re
 
+from segjax.models.backbones import BACKBONES
+from segjax.models.backbones import fields
 from segjax.models.deeplab import DeepLab
 from segjax.models.fcn import FCN
+from segjax.models.mobilenet import MobileNetV2
 from segjax.models.pretrained import load_pretrained
 from segjax.models.resnet import ResNet
 from segjax.models.resnet_unet import ResNetUNet
@@ -41,12 +43,6 @@ MODELS = {
     'fcn8s': (FCN, {'skips': '8s'}),
     'fcn': (FCN, {'skips': None}),  # Dilated FCN head; pass output_stride=8.
 }
-BACKBONES = {f'resnet{d}': (ResNet, {'depth': d}) for d in (18, 34, 50, 101,
-                                                            152)}
-
-
-def _fields(cls):
-  return {f.name for f in dataclasses.fields(cls)} - {'parent', 'name'}
 
 
 def build(name, num_classes=None, **kwargs):
@@ -56,15 +52,15 @@ def build(name, num_classes=None, **kwargs):
     name: a key of `MODELS` (needs `num_classes`) or of `BACKBONES`.
     num_classes: output classes of a segmentation model (1 gives a single
       sigmoid logit).
-    **kwargs: the module's attributes; `backbone='resnet101'` is accepted
-      by models built on a ResNet and sets its depth.
+    **kwargs: the module's attributes, e.g. `backbone='resnet101'` or
+      `backbone='mobilenet_v2'`, `output_stride=8`.
 
   Returns:
     An unbound `flax.linen.Module`.
 
   Raises:
-    ValueError naming an unknown model, a missing `num_classes`, or an
-    attribute the module does not have.
+    ValueError naming an unknown model or backbone, a missing `num_classes`,
+    or an attribute the module does not have.
   """
   kwargs = {k: tuple(v) if isinstance(v, list) else v
             for k, v in kwargs.items()}
@@ -78,23 +74,17 @@ def build(name, num_classes=None, **kwargs):
       raise ValueError(f'model {name!r} needs num_classes.')
     cls, fixed = MODELS[name]
     kwargs['num_classes'] = num_classes
-    backbone = kwargs.pop('backbone', None)
-    if backbone is not None:
-      m = re.fullmatch(r'resnet(\d+)', str(backbone))
-      if not (m and 'depth' in _fields(cls) and
-              f'resnet{m.group(1)}' in BACKBONES):
-        raise ValueError(f'model {name!r}: unsupported backbone '
-                         f'{backbone!r}; choose one of {sorted(BACKBONES)}'
-                         + ('' if 'depth' in _fields(cls) else
-                            ' (this model has no backbone option)') + '.')
-      kwargs['depth'] = int(m.group(1))
+    if 'backbone' in kwargs and kwargs['backbone'] not in BACKBONES:
+      raise ValueError(f'model {name!r}: unsupported backbone '
+                       f'{kwargs["backbone"]!r}; choose one of '
+                       f'{sorted(BACKBONES)}.')
   else:
     raise ValueError(f'{name!r} is not a known model; choose one of '
                      f'{sorted(MODELS) + sorted(BACKBONES)}.')
-  unknown = sorted(set(kwargs) - _fields(cls))
+  unknown = sorted(set(kwargs) - fields(cls))
   if unknown:
     raise ValueError(f'model {name!r} has no field(s) {unknown}; it takes '
-                     f'{sorted(_fields(cls) - set(fixed))}.')
+                     f'{sorted(fields(cls) - set(fixed))}.')
   return functools.partial(cls, **fixed)(**kwargs)
 
 
@@ -109,6 +99,7 @@ def build_model(model_config, num_classes, **overrides):
     raise ValueError(f'config.model: {e}') from e
 
 
-__all__ = ['BACKBONES', 'MODELS', 'DeepLab', 'FCN', 'ResNet', 'ResNetUNet',
+__all__ = ['BACKBONES', 'MODELS', 'DeepLab', 'FCN', 'MobileNetV2', 'ResNet',
+           'ResNetUNet',
            'UNet', 'build',
            'build_model', 'load_pretrained']

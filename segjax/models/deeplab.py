@@ -1,7 +1,7 @@
 """DeepLabV3 (Chen et al. 2017) and DeepLabV3+ (Chen et al. 2018).
 
-Both sit on a dilated ResNet (`segjax/models/resnet.py`) and differ only in
-the head:
+Both sit on a dilated backbone (a ResNet, `resnet.py`, or MobileNetV2,
+`mobilenet.py`) and differ only in the head:
   DeepLabV3:  ASPP on stage4 -> 3x3 conv -> 1x1 classifier -> bilinear
               upsampling to the input size.
   DeepLabV3+: ASPP on stage4 (then a 3x3 conv) -> upsampled to stage1's size
@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from segjax.models import backbones
 from segjax.models import resnet
 from segjax.models.layers import batch_norm
 from segjax.models.layers import ConvBNReLU
@@ -69,7 +70,9 @@ class DeepLab(nn.Module):
   Attributes:
     num_classes: output channels (1 gives a single sigmoid logit).
     plus: add the V3+ decoder fusing `low_level_stage` features.
-    depth, output_stride, deep_stem, avg_down, multi_grid: the ResNet's.
+    backbone: 'resnet18'..'resnet152' or 'mobilenet_v2' (`backbones.py`).
+    output_stride, deep_stem, avg_down, multi_grid: the backbone's (the
+      ResNet-only ones are ignored for MobileNetV2).
     aspp_features: channels of ASPP and decoder (256).
     rates: ASPP atrous rates; None picks `default_rates(output_stride)`.
     separable: depthwise-separable 3x3 convs in ASPP and decoder.
@@ -80,7 +83,7 @@ class DeepLab(nn.Module):
   """
   num_classes: int
   plus: bool = True
-  depth: int = 50
+  backbone: str = 'resnet50'
   output_stride: int = 16
   deep_stem: bool = False
   avg_down: bool = False
@@ -101,10 +104,10 @@ class DeepLab(nn.Module):
     """[B, H, W, 3] float images -> [B, H, W, num_classes] float32 logits."""
     if self.plus and self.low_level_stage not in resnet.STAGES[:-1]:
       raise ValueError(
-          f'low_level_stage={self.low_level_stage!r}: the ResNet backbone has '
+          f'low_level_stage={self.low_level_stage!r}: the backbone has '
           f'stages {resnet.STAGES[:-1]} below stage4.')
     b, h, w, _ = images.shape
-    features = resnet.backbone_of(self)(images, train)
+    features = backbones.backbone_of(self)(images, train)
     norm = batch_norm(self, train)
     block = functools.partial(ConvBNReLU, norm=norm, dtype=self.dtype,
                               param_dtype=self.param_dtype)

@@ -1,4 +1,4 @@
-"""Fully convolutional networks (Long, Shelhamer and Darrell 2015) on ResNets.
+"""Fully convolutional networks (Long, Shelhamer and Darrell 2015).
 
 Two families:
   skips='32s' | '16s' | '8s': the paper's skip fusion. A 1x1 classifier on
@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from segjax.models import resnet
+from segjax.models import backbones
 from segjax.models.layers import batch_norm
 from segjax.models.layers import ConvBNReLU
 
@@ -63,7 +63,8 @@ class FCN(nn.Module):
   Attributes:
     num_classes: output channels.
     skips: '32s', '16s', '8s' or None (see the module docstring).
-    depth, output_stride, deep_stem, avg_down: the ResNet's (output_stride
+    backbone: 'resnet18'..'resnet152' or 'mobilenet_v2' (`backbones.py`).
+    output_stride, deep_stem, avg_down: the backbone's (output_stride
       defaults to 32 for skips; use 8 for the dilated head).
     head_channels, num_convs, dropout: the FCN head's (skips=None).
     aux_head: an auxiliary head on stage3 (256 channels, one conv).
@@ -71,7 +72,7 @@ class FCN(nn.Module):
   """
   num_classes: int
   skips: Optional[str] = '8s'
-  depth: int = 50
+  backbone: str = 'resnet50'
   output_stride: int = 32
   deep_stem: bool = False
   avg_down: bool = False
@@ -96,7 +97,7 @@ class FCN(nn.Module):
           f'output_stride=32, got {self.output_stride}; use skips=None (the '
           'dilated FCN head) for output stride 8 or 16.')
     b, h, w, _ = images.shape
-    features = resnet.backbone_of(self)(images, train)
+    features = backbones.backbone_of(self)(images, train)
     norm = batch_norm(self, train)
     score = functools.partial(nn.Conv, features=self.num_classes,
                               kernel_size=(1, 1), dtype=self.dtype,

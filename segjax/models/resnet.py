@@ -30,6 +30,8 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from segjax.models.layers import batch_norm
+
 # depth -> (block type, blocks per stage)
 DEPTHS = {
     18: ('basic', (2, 2, 2, 2)),
@@ -163,10 +165,7 @@ class ResNet(nn.Module):
                        f'{self.depth}.')
     dilations = stage_dilations(self.output_stride)
     kind, blocks = DEPTHS[self.depth]
-    norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
-        epsilon=self.bn_epsilon, dtype=self.dtype,
-        param_dtype=self.param_dtype)
+    norm = batch_norm(self, train)
     conv = functools.partial(_conv, dtype=self.dtype,
                              param_dtype=self.param_dtype)
 
@@ -208,20 +207,4 @@ class ResNet(nn.Module):
       previous_dilation = dilation
       features[STAGES[s + 1]] = x
     return features
-
-
-_BACKBONE_FIELDS = ('depth', 'output_stride', 'deep_stem', 'avg_down',
-                    'multi_grid', 'bn_momentum', 'bn_epsilon', 'dtype',
-                    'param_dtype')
-
-
-def backbone_of(model):
-  """The ResNet submodule 'backbone' configured by `model`'s attributes.
-
-  Call it inside the model's `nn.compact` method; fields the model does not
-  have (e.g. `multi_grid`) keep the ResNet's defaults.
-  """
-  kwargs = {k: getattr(model, k) for k in _BACKBONE_FIELDS
-            if hasattr(model, k)}
-  return ResNet(name='backbone', **kwargs)
 

@@ -17,15 +17,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from segjax.models import resnet
+from segjax.models import backbones
 from segjax.models.layers import batch_norm
 from segjax.models.layers import ConvBNReLU
 
 
 class ResNetUNet(nn.Module):
-  """ResNet-encoder U-Net; attributes as `DeepLab`'s where they overlap."""
+  """Backbone-encoder U-Net; attributes as `DeepLab`'s where they overlap.
+
+  `backbone` may be any of `backbones.BACKBONES` ('mobilenet_v2' too).
+  """
   num_classes: int
-  depth: int = 34
+  backbone: str = 'resnet34'
   deep_stem: bool = False
   avg_down: bool = False
   decoder_features: Sequence[int] = (256, 128, 64, 32, 16)
@@ -38,7 +41,7 @@ class ResNetUNet(nn.Module):
   def __call__(self, images, train=False):
     """[B, H, W, 3] float images -> [B, H, W, num_classes] float32 logits."""
     b, h, w, _ = images.shape
-    features = resnet.backbone_of(self)(images, train)
+    features = backbones.backbone_of(self)(images, train)
     norm = batch_norm(self, train)
     block = functools.partial(ConvBNReLU, kernel=3, norm=norm,
                               dtype=self.dtype, param_dtype=self.param_dtype)

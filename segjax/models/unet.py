@@ -52,8 +52,10 @@ class UNet(nn.Module):
   Attributes:
     num_classes: number of output channels (logits).
     features: channel widths of the encoder levels, shallow to deep; the last
-      entry is the bottleneck. The input side must be divisible by
-      2 ** (len(features) - 1).
+      entry is the bottleneck (the paper: (64, 128, 256, 512, 1024)). Any
+      input size works with 'same' padding: sizes that are not multiples of
+      2 ** (len(features) - 1) * stem_stride are zero-padded at the bottom
+      and right, and the logits cropped back.
     upsample: 'bilinear' (resize + 3x3 conv) or 'transpose' (2x2 transposed
       convolution, stride 2, as in the paper).
     stem_stride: 1 (the paper) or 2: the body runs at 1/stem_stride of the
@@ -124,11 +126,11 @@ class UNet(nn.Module):
     b, h, w, _ = images.shape
     if valid:
       self.output_size(h), self.output_size(w)  # pylint: disable=expression-not-assigned
-    elif h % multiple or w % multiple:
-      raise ValueError(
-          f'UNet with {len(self.features)} levels and stem_stride '
-          f'{self.stem_stride} needs the image height and width to be '
-          f'multiples of {multiple}; got {h}x{w}.')
+    # 'same': a size the pooling cannot halve is zero-padded at the bottom
+    # and right up to the next multiple; the logits are cropped back.
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if not valid and (pad_h or pad_w):
+      images = jnp.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
     block = functools.partial(ConvBlock, padding='VALID' if valid else 'SAME',
                               dtype=self.dtype, param_dtype=self.param_dtype,
                               bn_momentum=self.bn_momentum,
@@ -171,6 +173,8 @@ class UNet(nn.Module):
 
     logits = conv(self.num_classes, (1, 1))(x).astype(jnp.float32)
     if self.stem_stride > 1:
-      logits = jax.image.resize(logits, (b, h, w, self.num_classes),
-                                'bilinear')
+      logits = jax.image.resize(
+          logits, (b, h + pad_h, w + pad_w, self.num_classes), 'bilinear')
+    if not valid:
+      logits = logits[:, :h, :w]
     return logits
