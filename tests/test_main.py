@@ -85,6 +85,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path,
     (['--config.num_train_stepz=5'], 'num_train_stepz'),
     (['--config.batch_size=6'],
      'config.batch_size=6 is not divisible by the number of devices (8)'),
+    (['--config.model.stem_stride=3'],
+     'config.model: stem_stride must be 1 or 2, got 3.'),
 ])
 def test_bad_config_is_one_clear_line(tmp_path, subprocess_env, overrides,
                                       message):

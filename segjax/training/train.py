@@ -155,7 +155,10 @@ def train_and_evaluate(config, workdir):
   image_shape = tuple(builder.info.features['image'].shape)
 
   mesh = sharding_lib.make_mesh()
-  abstract = state_lib.abstract_state(model, tx, image_shape, mesh)
+  try:  # Tracing the model's init surfaces its own checks as ValueErrors.
+    abstract = state_lib.abstract_state(model, tx, image_shape, mesh)
+  except ValueError as e:
+    raise ConfigError(f'config.model: {e}') from e
   shardings = jax.tree.map(lambda x: x.sharding, abstract)
   checkpointer = checkpointing.Checkpointer(
       workdir / 'checkpoints', config.checkpoint_every_steps,
