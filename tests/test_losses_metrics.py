@@ -239,6 +239,9 @@ def test_build_loss_rejects_unknown_names():
     losses.build_loss({'lovaz': 1.0})
   with pytest.raises(ValueError, match=r"focal has argument\(s\) \['gama'\]"):
     losses.build_loss({'focal': {'weight': 1.0, 'gama': 2.0}})
+  # ignore_index comes from config.data, the same for every term.
+  with pytest.raises(ValueError, match=r"\['ignore_index'\]"):
+    losses.build_loss({'dice': {'ignore_index': 0}})
 
 
 def test_importing_metrics_does_not_import_tensorflow():

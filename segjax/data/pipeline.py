@@ -64,8 +64,9 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
   spec = datasets.get_spec(data_config.name)
   builder = datasets.get_builder(data_config.name, data_config.data_dir)
   local_batch = _local_batch_size(global_batch_size, process_count)
-  split = tfds_split_for_process(data_config.train_split, process_index,
-                                 process_count, drop_remainder=True)
+  split = tfds.split_for_jax_process(
+      data_config.train_split, process_index=process_index,
+      process_count=process_count, drop_remainder=True)
   ds = _read(builder, split, spec)
   if data_config.get('cache', True):
     ds = ds.cache()
@@ -111,8 +112,9 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
   local_batch = _local_batch_size(global_batch_size, process_count)
   num_total = builder.info.splits[split].num_examples
   num_batches = math.ceil(num_total / global_batch_size)
-  local_split = tfds_split_for_process(split, process_index, process_count,
-                                       drop_remainder=False)
+  local_split = tfds.split_for_jax_process(
+      split, process_index=process_index, process_count=process_count,
+      drop_remainder=False)
 
   @tf.autograph.experimental.do_not_convert
   def keep(example):
@@ -126,14 +128,6 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
                             ds.element_spec)).repeat()
   ds = ds.concatenate(padding).batch(local_batch).take(num_batches)
   return num_batches, ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
-
-
-def tfds_split_for_process(split, process_index, process_count,
-                           drop_remainder):
-  """`tfds.split_for_jax_process` with the process layout passed explicitly."""
-  return tfds.split_for_jax_process(
-      split, process_index=process_index, process_count=process_count,
-      drop_remainder=drop_remainder)
 
 
 def as_numpy(ds):

@@ -1,5 +1,7 @@
 """A weighted sum of losses, configured by name."""
 
+import inspect
+
 from segjax.losses.binary import binary_dice_loss
 from segjax.losses.binary import sigmoid_binary_cross_entropy
 from segjax.losses.cross_entropy import softmax_cross_entropy
@@ -47,9 +49,11 @@ def build_loss(loss_config, ignore_index=255):
       weight = float(kwargs.pop('weight', 1.0))
     else:
       weight, kwargs = float(value), {}
-    code = LOSSES[name].__code__
-    accepted = code.co_varnames[code.co_argcount:code.co_argcount +
-                                code.co_kwonlyargcount]
+    # Its keyword-only options, less ignore_index, which comes from
+    # config.data for every term alike.
+    accepted = [p.name for p in inspect.signature(LOSSES[name]).parameters
+                .values() if p.kind == p.KEYWORD_ONLY and
+                p.name != 'ignore_index']
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
       raise ValueError(f'config.loss.{name} has argument(s) {unknown}; '

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segjax.metrics import confusion
+
 
 @functools.partial(jax.jit, static_argnames=('from_logits', 'ignore_index'))
 def binary_stats(labels, scores, threshold=0.5, *, from_logits=False,
@@ -85,7 +87,7 @@ def binary_scores(labels, scores, threshold=0.5, *, from_logits=False,
                      f'{np.shape(scores)} must have the same shape.')
   if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
     raise ValueError(f'labels must be integers, got {jnp.result_type(labels)}.')
-  if not from_logits and not isinstance(scores, jax.core.Tracer):
+  if not from_logits and confusion.is_concrete(scores):
     s = np.asarray(scores)
     if s.size and (s.min() < 0 or s.max() > 1):
       raise ValueError(

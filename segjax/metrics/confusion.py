@@ -116,12 +116,13 @@ def confusion_matrix(labels, predictions, num_classes, ignore_index=255,
                                   num_classes=int(num_classes),
                                   ignore_index=int(ignore_index),
                                   method=method)
-  if _is_concrete(num_bad) and int(num_bad):
+  if is_concrete(num_bad) and int(num_bad):
     _raise_for_invalid_values(labels, predictions, num_classes, ignore_index)
   return cm
 
 
-def _is_concrete(x):
+def is_concrete(x):
+  """False for a tracer (inside jit/vmap/grad): no values to validate."""
   return not isinstance(x, jax.core.Tracer)
 
 
@@ -154,7 +155,7 @@ def _raise_for_invalid_values(labels, predictions, num_classes, ignore_index):
 def _check_label_arrays(labels, predictions, num_classes, ignore_index):
   """Eager validation for the other metrics; skipped for traced inputs."""
   _check_shapes_and_dtypes(labels, predictions)
-  if _is_concrete(labels) and _is_concrete(predictions):
+  if is_concrete(labels) and is_concrete(predictions):
     _raise_for_invalid_values(labels, predictions, num_classes, ignore_index)
 
 

@@ -52,19 +52,23 @@ def state_shardings(abstract_state, mesh):
   return jax.tree.map(lambda _: rep, abstract_state)
 
 
-def create_train_state(model, tx, image_shape, rng, mesh):
+def create_train_state(model, tx, image_shape, rng, mesh, shardings=None):
   """Initialises the state already laid out on `mesh`.
 
   The shapes come from `jax.eval_shape` (no compute), the shardings from
   them, and `jax.jit(init, out_shardings=...)` writes each leaf straight into
   place, so no host ever holds an unsharded copy of a large model.
 
+  Args:
+    shardings: the state's shardings when the caller already has them (from
+      `abstract_state`), which skips tracing `init` a second time.
+
   Returns:
     (state, shardings): the TrainState and the matching pytree of shardings.
   """
   init_fn = make_init_fn(model, tx, image_shape)
-  abstract = jax.eval_shape(init_fn, rng)
-  shardings = state_shardings(abstract, mesh)
+  if shardings is None:
+    shardings = state_shardings(jax.eval_shape(init_fn, rng), mesh)
   state = jax.jit(init_fn, out_shardings=shardings)(rng)
   return state, shardings
 

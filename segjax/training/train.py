@@ -170,7 +170,8 @@ def train_and_evaluate(config, workdir):
     state = checkpointer.restore(latest, abstract)
   else:
     state, _ = state_lib.create_train_state(
-        model, tx, image_shape, jax.random.PRNGKey(config.seed), mesh)
+        model, tx, image_shape, jax.random.PRNGKey(config.seed), mesh,
+        shardings=shardings)
   start_step = int(state.step)
 
   data_sharding = sharding_lib.batch_sharding(mesh)
