@@ -32,7 +32,10 @@ def get_config(arg=None):
   config.data.ignore_index = 255
   config.data.shuffle_buffer = 10_000
   config.data.cache = True
-  config.data.flip_lr = True
+  # Joint image / label-map augmentation (segjax.data.augment): a string of
+  # ops, e.g. 'scale(0.5, 2.0)|crop(128, 128)|flip_lr|jitter(0.2, 0.2, 0.2)'.
+  config.data.augment = 'flip_lr'
+  config.data.eval_preprocess = ''  # Deterministic ops before evaluation.
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'unet'

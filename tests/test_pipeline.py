@@ -4,14 +4,13 @@ import ml_collections
 import numpy as np
 import pytest
 
-from segjax.data import augment
 from segjax.data import pipeline
 
 
 def _data_config(tfds_dir):
   return ml_collections.ConfigDict({
       'name': 'shapes/tiny', 'data_dir': tfds_dir, 'train_split': 'train',
-      'shuffle_buffer': 64, 'cache': True, 'flip_lr': True})
+      'shuffle_buffer': 64, 'cache': True, 'augment': 'flip_lr'})
 
 
 def _batches(ds, n):
@@ -37,33 +36,50 @@ def test_train_stream_is_deterministic_and_resumes_mid_stream(tfds_dir):
 
 def test_each_epoch_is_a_permutation_of_the_split(tfds_dir):
   cfg = _data_config(tfds_dir)
-  cfg.flip_lr = False
+  cfg.augment = ''
   epoch = np.concatenate(
       [b['image'] for b in _batches(pipeline.train_dataset(cfg, 8, seed=0), 8)])
   keys = {x.tobytes() for x in epoch}
   assert len(keys) == 64  # 64 distinct examples: none repeated or dropped.
 
 
-def test_flip_moves_image_and_label_maps_together():
-  from segjax.data.tf_host import tf  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(0)
-  example = {
-      'image': rng.integers(0, 255, (6, 5, 3), dtype=np.uint8),
-      'labels': rng.integers(0, 5, (6, 5), dtype=np.uint8),
-      'instances': rng.integers(0, 9, (6, 5)).astype(np.int32),
-  }
-  cfg = ml_collections.ConfigDict({'flip_lr': True})
-  flipped_count = 0
-  for k in range(20):
-    out = augment.train_transform(
-        {key: tf.constant(v) for key, v in example.items()},
-        tf.constant([0, k], tf.int64), cfg)
-    out = {key: v.numpy() for key, v in out.items()}
-    flipped = not np.array_equal(out['labels'], example['labels'])
-    flipped_count += flipped
-    for key, v in example.items():
-      np.testing.assert_array_equal(out[key], v[:, ::-1] if flipped else v)
-  assert 0 < flipped_count < 20
+def test_stream_position_counts_examples_across_epochs():
+  assert pipeline.stream_position(0, 8, 64) == (0, 0)
+  assert pipeline.stream_position(9, 8, 64) == (1, 8)
+  assert pipeline.stream_position(16, 8, 60) == (2, 8)
+
+
+def test_epochs_are_different_permutations_and_resume_at_any_position(
+    tfds_dir):
+  cfg = _data_config(tfds_dir)
+  # 64 examples, local batch 6: epochs end mid-batch, so resuming at step 11
+  # (example 66) starts 2 examples into epoch 1.
+  stream = np.concatenate([b['image'] for b in _batches(
+      pipeline.train_dataset(cfg, 6, seed=3), 14)])
+  epoch0, epoch1 = stream[:64], stream[64:128]
+  key = lambda images: [x.tobytes() for x in images]
+  cfg.augment = ''
+  plain = np.concatenate([b['image'] for b in _batches(
+      pipeline.train_dataset(cfg, 8, seed=3), 16)])
+  assert sorted(key(plain[:64])) == sorted(key(plain[64:]))
+  assert key(plain[:64]) != key(plain[64:])  # A new order each epoch.
+  cfg.augment = 'flip_lr'
+  resumed = np.concatenate([b['image'] for b in _batches(
+      pipeline.train_dataset(cfg, 6, seed=3, start_step=11), 3)])
+  np.testing.assert_array_equal(resumed, stream[66:84])
+  assert not np.array_equal(epoch0, epoch1)
+
+
+def test_two_processes_read_disjoint_shards(tfds_dir):
+  cfg = _data_config(tfds_dir)
+  cfg.augment = ''
+  shards = [
+      {x.tobytes() for b in _batches(pipeline.train_dataset(
+          cfg, 8, seed=0, process_index=p, process_count=2), 8)
+       for x in b['image']}
+      for p in range(2)]
+  assert len(shards[0]) == len(shards[1]) == 32
+  assert not shards[0] & shards[1]
 
 
 @pytest.mark.parametrize('process_count', [1, 2])

@@ -6,4 +6,6 @@ environment exists, see ../shared/bench/README.md) side by side in one
 process or one run, because absolute times on shared machines drift.
 
   metrics   confusion matrix of [B, H, W] label maps (segjax/bench/metrics.py)
+  models    parameters and forward FLOPs of the model zoo (models.py)
+  input     augmentation throughput and train-step input stalls (input.py)
 """

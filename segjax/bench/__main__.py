@@ -5,7 +5,14 @@ import sys
 from segjax.bench import metrics
 from segjax.bench import models
 
+def _input(argv):
+  # Imported on demand: it loads TensorFlow, the others must not.
+  from segjax.bench import input as input_bench  # pylint: disable=g-import-not-at-top
+  return input_bench.main(argv)
+
+
 BENCHMARKS = {
+    'input': _input,
     'metrics': metrics.main,
     'models': models.main,
 }

@@ -6,9 +6,10 @@ Each process reads its own slice of a split (`tfds.split_for_jax_process`)
 and produces the local part of the global batch.
 
 Determinism and resume: the training stream is a pure function of
-(data set, seed, global batch size, process layout). Element k of a process's
-stream is the same on every run, its augmentation is seeded by k (stateless
-random ops), and a run resumed at step s starts at element s * local_batch.
+(data set, seed, global batch size, process layout): epoch e is a permutation
+seeded by (seed, e), and example i of it is augmented with stateless random
+ops seeded by (seed, process, e, i). The position (e, i) of step s follows
+from s (`stream_position`), and a resumed run starts right there.
 
 Map functions are plain TF ops marked `do_not_convert`: autograph would
 re-read their source at trace time, for no benefit here.
@@ -23,6 +24,9 @@ from segjax.data import datasets
 from segjax.data.tf_host import tf
 from segjax.errors import ConfigError
 import tensorflow_datasets as tfds  # pylint: disable=g-bad-import-order
+
+
+_FOREVER = 2**62  # Epoch count of the infinite training stream.
 
 
 def _local_batch_size(global_batch_size, process_count):
@@ -43,50 +47,94 @@ def _options():
   return options
 
 
+def _key(*parts):
+  """A [2] int64 stateless seed from integers (Python or scalar tensors)."""
+  key = tf.constant([0, 0], tf.int64)
+  for part in parts:
+    key = tf.random.experimental.stateless_fold_in(
+        key, tf.cast(part, tf.int64))
+  return tf.cast(key, tf.int64)
+
+
+def num_local_examples(data_config, process_count=1):
+  """Examples per epoch of each process's part of the training split."""
+  builder = datasets.builder_for(data_config)
+  split = tfds.split_for_jax_process(
+      data_config.train_split, process_index=0, process_count=process_count,
+      drop_remainder=True)
+  return builder.info.splits[split].num_examples
+
+
+def stream_position(step, local_batch_size, examples_per_epoch):
+  """(epoch, index in epoch) of the first example of training step `step`.
+
+  Every epoch of a process's stream holds exactly `examples_per_epoch`
+  examples (batches run across epoch boundaries), so the position follows
+  from the step; a checkpoint that holds the step holds the position.
+  """
+  return divmod(step * local_batch_size, examples_per_epoch)
+
+
 def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
                   process_index=0, process_count=1):
   """The training stream of this process, as an infinite tf.data.Dataset.
 
+  The stream is a pure function of (seed, epoch, example index): epoch e is
+  this process's shard read in file order and shuffled with a seed drawn
+  from (seed, e); the example at position i of epoch e is augmented with a
+  stateless seed from (seed, process, e, i). A resumed run starts at
+  `stream_position(start_step, ...)` by building epoch e and skipping i
+  examples of it (they are read, not augmented), so the cost of resuming is
+  bounded by one epoch, not by the step count.
+
   Args:
-    data_config: `config.data` (name, data_dir, train_split, shuffle_buffer,
-      cache, augmentation fields; see experiments/).
+    data_config: `config.data`: name, data_dir, manual_dir, train_split,
+      shuffle_buffer, cache, augment (a `segjax.data.augment` spec).
     global_batch_size: examples per step over all processes.
     seed: data seed (shuffle order and augmentation).
-    start_step: first step to produce (resume); the elements of earlier
-      steps are skipped before augmentation (they are still read, and
-      decoded once into the cache).
+    start_step: first step to produce (resume).
     process_index, process_count: this process's place among the hosts.
 
   Returns:
-    A tf.data.Dataset of dicts of local batches: 'image' [b, H, W, 3] uint8,
-    'labels' [b, H, W] int32 (255 = ignore), with b = global / processes.
+    A tf.data.Dataset of dicts of local batches: 'image' [b, H, W, 3] uint8
+    (float32 if the spec ends in `normalize`), 'labels' [b, H, W] int32
+    (255 = ignore), with b = global / processes. H and W are static when the
+    augmentation ends in a fixed size (e.g. `crop(h, w)`).
   """
   spec = datasets.get_spec(data_config.name)
-  builder = datasets.get_builder(data_config.name, data_config.data_dir)
+  builder = datasets.builder_for(data_config)
   local_batch = _local_batch_size(global_batch_size, process_count)
   split = tfds.split_for_jax_process(
       data_config.train_split, process_index=process_index,
       process_count=process_count, drop_remainder=True)
-  ds = _read(builder, split, spec)
+  base = _read(builder, split, spec)
   if data_config.get('cache', True):
-    ds = ds.cache()
+    base = base.cache()  # Decoded once, in memory, shared by all epochs.
   num_examples = builder.info.splits[split].num_examples
   buffer = min(data_config.get('shuffle_buffer', 10_000), num_examples)
-  # Shuffle before repeat: every epoch is a permutation of the split; with a
-  # fixed seed the sequence of permutations is the same on every run.
-  ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-  ds = ds.enumerate()  # (k, example): k is the element's stream position.
-  ds = ds.skip(start_step * local_batch)
+  start_epoch, start_index = stream_position(start_step, local_batch,
+                                             num_examples)
+  transform = augment.build(data_config.get('augment'))
 
   @tf.autograph.experimental.do_not_convert
-  def transform(k, example):
-    rng = tf.random.experimental.stateless_fold_in(
-        tf.constant([seed, process_index], tf.int64), k)
-    example = augment.train_transform(example, rng, data_config)
+  def epoch_stream(epoch):
+    # Dataset.shuffle takes a tensor seed: one fresh permutation per epoch.
+    shuffle_seed = tf.random.stateless_uniform(
+        [], _key(seed, epoch), minval=None, maxval=None, dtype=tf.int64)
+    ds = base.shuffle(buffer, seed=shuffle_seed,
+                      reshuffle_each_iteration=False)
+    return ds.enumerate().map(
+        lambda index, example: (epoch, index, example))
+
+  @tf.autograph.experimental.do_not_convert
+  def augment_one(epoch, index, example):
+    example = transform(example, _key(seed, process_index, epoch, index))
     return {'image': example['image'],
             'labels': tf.cast(example['labels'], tf.int32)}
 
-  ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = tf.data.Dataset.range(start_epoch, _FOREVER).flat_map(epoch_stream)
+  ds = ds.skip(start_index)
+  ds = ds.map(augment_one, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(local_batch, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
@@ -95,16 +143,24 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
                  process_count=1):
   """One pass over `split`, padded so every example is seen exactly once.
 
-  Every process yields the same number of batches (so jitted steps across
-  hosts stay in lock-step); the last batches are padded with all-zero
-  examples whose 'mask' is False. Scoring must weight by 'mask'.
+  Examples go through `config.data.eval_preprocess` (deterministic ops such
+  as `resize(h, w)` or `pad(h, w)`; none by default). Every process yields
+  the same number of batches (so jitted steps across hosts stay in
+  lock-step); the last batches are padded with all-zero examples whose
+  'mask' is False. Scoring must weight by 'mask'.
+
+  Examples of different sizes in one batch are padded to the largest (labels
+  with 255, which no metric counts), so a data set of mixed image sizes
+  (e.g. dsb2018) is evaluated whole on one process; several processes need
+  one fixed size (e.g. `eval_preprocess='pad(1040, 1388)'`), since their
+  batches must have equal shapes.
 
   Returns:
     (num_batches, dataset) where dataset yields local batches with 'image'
     [b, H, W, 3] uint8, 'labels' [b, H, W] int32, 'mask' [b] bool.
   """
   spec = datasets.get_spec(data_config.name)
-  builder = datasets.get_builder(data_config.name, data_config.data_dir)
+  builder = datasets.builder_for(data_config)
   if split not in builder.info.splits:
     raise ConfigError(f'config.data: split {split!r} is not in '
                      f'{data_config.name!r}; it has '
@@ -115,18 +171,38 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
   local_split = tfds.split_for_jax_process(
       split, process_index=process_index, process_count=process_count,
       drop_remainder=False)
+  transform = augment.build(data_config.get('eval_preprocess'))
 
   @tf.autograph.experimental.do_not_convert
   def keep(example):
+    example = transform(example, tf.constant([0, 0], tf.int64))
     return {'image': example['image'],
             'labels': tf.cast(example['labels'], tf.int32),
             'mask': tf.constant(True)}
 
-  ds = _read(builder, local_split, spec).map(keep)
-  padding = tf.data.Dataset.from_tensors(
-      tf.nest.map_structure(lambda t: tf.zeros(t.shape, t.dtype),
-                            ds.element_spec)).repeat()
-  ds = ds.concatenate(padding).batch(local_batch).take(num_batches)
+  @tf.autograph.experimental.do_not_convert
+  def blank(example):
+    return tf.nest.map_structure(tf.zeros_like, example)
+
+  ds = _read(builder, local_split, spec).map(
+      keep, num_parallel_calls=tf.data.AUTOTUNE)
+  if process_count > 1 and not ds.element_spec['image'].shape.is_fully_defined():
+    raise ConfigError(
+        f'config.data.eval_preprocess={data_config.get("eval_preprocess")!r}'
+        f' leaves {data_config.name!r} images without one fixed size, which '
+        'evaluation over several processes needs; end it with pad(h, w) or '
+        'resize(h, w).')
+  if ds.element_spec['image'].shape.is_fully_defined():
+    padding = tf.data.Dataset.from_tensors(tf.nest.map_structure(
+        lambda t: tf.zeros(t.shape, t.dtype), ds.element_spec))
+  else:  # A blank copy of the first example (fixed-size data has one).
+    padding = ds.take(1).map(blank)
+  ds = ds.concatenate(padding.repeat()).padded_batch(
+      local_batch, padding_values={
+          'image': tf.zeros([], ds.element_spec['image'].dtype),
+          'labels': tf.constant(datasets.IGNORE_INDEX, tf.int32),
+          'mask': tf.constant(False)})
+  ds = ds.take(num_batches)
   return num_batches, ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 

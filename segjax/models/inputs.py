@@ -12,3 +12,15 @@ def normalize_images(images, dtype=jnp.float32):
   images = images.astype(jnp.float32)
   images = (images - jnp.asarray(MEAN_RGB)) / jnp.asarray(STDDEV_RGB)
   return images.astype(dtype)
+
+
+def model_inputs(images, dtype=jnp.float32):
+  """What a train or eval step feeds the model.
+
+  [..., H, W, 3] uint8 images (segjax's default: they cross to the device
+  at a quarter of float32's bytes) are normalised here; float images are
+  taken as already normalised on the host (the `normalize` augmentation op).
+  """
+  if images.dtype == jnp.uint8:
+    return normalize_images(images, dtype)
+  return images.astype(dtype)

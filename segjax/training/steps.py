@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from segjax import metrics
-from segjax.models.inputs import normalize_images
+from segjax.models.inputs import model_inputs
 
 
 def make_train_step(model, tx, loss_fn, schedule):
@@ -24,13 +24,14 @@ def make_train_step(model, tx, loss_fn, schedule):
       `segjax.losses.build_loss`.
     schedule: `step -> learning rate`, only for logging.
 
-  The batch holds 'image' [B, H, W, 3] uint8 and 'labels' [B, H, W] int32.
+  The batch holds 'image' [B, H, W, 3] uint8 (or float32, already
+  normalised) and 'labels' [B, H, W] int32.
   Metrics are float32 scalars: 'loss', each loss term, 'grad_norm',
   'learning_rate', and 'pixel_accuracy' over non-ignored pixels.
   """
 
   def train_step(state, batch):
-    images = normalize_images(batch['image'])
+    images = model_inputs(batch['image'])
     labels = batch['labels']
     # A fresh key per step; deterministic in (seed, step), so a resumed run
     # draws the same dropout masks as an uninterrupted one.
@@ -78,7 +79,7 @@ def make_eval_step(model, num_classes, ignore_index):
   """
 
   def eval_step(state, batch):
-    images = normalize_images(batch['image'])
+    images = model_inputs(batch['image'])
     logits = model.apply(
         {'params': state.params, 'batch_stats': state.batch_stats}, images,
         train=False)

@@ -145,14 +145,34 @@ def train_and_evaluate(config, workdir):
 
   record = run_record.RunRecord(workdir)
   record.write_config(config)
-  # One process builds a generated data set; the others wait, then read it.
+  # One process prepares the data set; the others wait, then read it.
   if jax.process_index() == 0:
-    datasets.get_builder(config.data.name, config.data.data_dir)
+    datasets.builder_for(config.data)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('segjax: data set prepared')
-  builder = datasets.get_builder(config.data.name, config.data.data_dir,
-                                 prepare=False)
-  image_shape = tuple(builder.info.features['image'].shape)
+  builder = datasets.builder_for(config.data, prepare=False)
+
+  checkpointer = checkpointing.Checkpointer(
+      workdir / 'checkpoints', config.checkpoint_every_steps,
+      config.get('keep_checkpoints', 3))
+  latest = checkpointer.latest_step()
+  start_step = latest or 0
+  # The training stream resumes at the checkpoint's step (see
+  # pipeline.train_dataset); its element shapes fix the compiled step's.
+  train_ds = pipeline.train_dataset(
+      config.data, config.batch_size, seed=config.get('data_seed', config.seed),
+      start_step=start_step, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  element = train_ds.element_spec
+  if not element['image'].shape.is_fully_defined():
+    raise ConfigError(
+        f'{config.data.name!r} images have no fixed size '
+        f'({element["image"].shape[1:]}); end config.data.augment='
+        f'{config.data.get("augment")!r} with crop(h, w) or resize(h, w).')
+  image_shape = tuple(element['image'].shape[1:])
+  examples_per_epoch = pipeline.num_local_examples(config.data,
+                                                   jax.process_count())
+  local_batch = config.batch_size // jax.process_count()
 
   mesh = sharding_lib.make_mesh()
   try:  # Tracing the model's init surfaces its own checks as ValueErrors.
@@ -160,10 +180,6 @@ def train_and_evaluate(config, workdir):
   except ValueError as e:
     raise ConfigError(f'config.model: {e}') from e
   shardings = jax.tree.map(lambda x: x.sharding, abstract)
-  checkpointer = checkpointing.Checkpointer(
-      workdir / 'checkpoints', config.checkpoint_every_steps,
-      config.get('keep_checkpoints', 3))
-  latest = checkpointer.latest_step()
   if latest is not None:
     logging.info('Resuming from checkpoint at step %d in %s', latest,
                  checkpointer.directory)
@@ -172,7 +188,8 @@ def train_and_evaluate(config, workdir):
     state, _ = state_lib.create_train_state(
         model, tx, image_shape, jax.random.PRNGKey(config.seed), mesh,
         shardings=shardings)
-  start_step = int(state.step)
+  if int(state.step) != start_step:
+    raise RuntimeError(f'Checkpoint {latest} holds step {int(state.step)}.')
 
   data_sharding = sharding_lib.batch_sharding(mesh)
   replicated = sharding_lib.replicated(mesh)
@@ -181,10 +198,8 @@ def train_and_evaluate(config, workdir):
       in_shardings=(shardings, data_sharding),
       out_shardings=(shardings, replicated),
       donate_argnums=0)
-  local_batch = config.batch_size // jax.process_count()
   batch_spec = sharding_lib.abstract_batch({
-      'image': ((local_batch,) + image_shape, np.uint8),
-      'labels': ((local_batch,) + image_shape[:2], np.int32),
+      k: (tuple(v.shape), v.dtype.as_numpy_dtype) for k, v in element.items()
   }, mesh)
   compiled_train_step = train_step.lower(abstract, batch_spec).compile()
   flops = _flops(compiled_train_step)
@@ -234,10 +249,6 @@ def train_and_evaluate(config, workdir):
                  step, split, row['miou'], row['pixel_accuracy'], count)
     return scores
 
-  train_ds = pipeline.train_dataset(
-      config.data, config.batch_size, seed=config.get('data_seed', config.seed),
-      start_step=start_step, process_index=jax.process_index(),
-      process_count=jax.process_count())
   train_iter = pipeline.as_numpy(train_ds)
   progress = _Progress(start_step, config.num_train_steps, config.batch_size)
   history = []
@@ -261,6 +272,7 @@ def train_and_evaluate(config, workdir):
         raise FloatingPointError(
             f'Training loss is {means["loss"]} at step {done}; stopping '
             'before saving a checkpoint from this step.')
+      means['epoch'] = done * local_batch / examples_per_epoch
       record.write_metrics(done, 'train', means)
       logging.info('%s', progress.line(done, means['loss']))
     if last or done % config.eval_every_steps == 0:
@@ -274,8 +286,13 @@ def train_and_evaluate(config, workdir):
 
   final_step = int(state.step)
   for split in [eval_split] + list(config.data.get('final_eval_splits', ())):
-    if split not in results:
-      results[split] = evaluate(final_step, split)
+    if split in results:
+      continue
+    if split not in builder.info.splits:  # E.g. CamVid without test/.
+      logging.info('No %r split in %s; not evaluated.', split,
+                   config.data.name)
+      continue
+    results[split] = evaluate(final_step, split)
   checkpointer.close()
   record.close()
   return results

@@ -1,0 +1,108 @@
+r"""DeepLabV3+ on CamVid (11 classes, SegNet split): the semantic benchmark.
+
+Prepare once: download the SegNet tutorial's CamVid folder (see
+`segjax/data/camvid.py`), then point `config.data.manual_dir` at it; segjax
+builds the TFDS data set on first use (a few seconds). Run:
+
+  python -m segjax.main --config experiments/camvid_deeplabv3plus.py \
+      --config.data.manual_dir=/path/to/CamVid --workdir /tmp/segjax/camvid_dl
+
+Variants (`--config experiments/camvid_deeplabv3plus.py:local`):
+  (none)  accelerator recipe: full 360x480 resolution, ResNet-50 at output
+          stride 16, batch 16, scale 0.5-2.0 / crop / flip / colour jitter.
+          From scratch: no pretrained weights are assumed; pass an ImageNet
+          backbone with the fine-tuning options of the trainer.
+  local   CPU smoke run (minutes on 2 cores): half resolution (images and
+          label maps resized to 180x240 for training *and* evaluation, so its
+          mIoU is not comparable with full-resolution numbers), ResNet-18,
+          narrow heads, 300 steps.
+  tiny    seconds; for tests.
+
+Select on `validation`; `test` is evaluated at the end when the CamVid
+folder has `test/` + `testannot/`.
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+  """Returns the experiment config; `arg` picks a variant (see docstring)."""
+  if arg not in (None, '', 'local', 'tiny'):
+    raise ValueError(f'Unknown variant {arg!r} of camvid_deeplabv3plus; use '
+                     '"local", "tiny" or nothing.')
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.data_seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'camvid'
+  config.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS's.
+  # The SegNet CamVid folder; None means <data_dir>/downloads/manual(/camvid).
+  config.data.manual_dir = ml_collections.config_dict.placeholder(str)
+  config.data.train_split = 'train'
+  config.data.eval_split = 'validation'
+  config.data.final_eval_splits = ('test',)  # Skipped when absent.
+  config.data.ignore_index = 255
+  config.data.shuffle_buffer = 10_000
+  config.data.cache = True
+  config.data.augment = ('scale(0.5, 2.0)|crop(360, 480)|flip_lr|'
+                         'jitter(0.2, 0.2, 0.2, 0.02)')
+  config.data.eval_preprocess = ''  # Full 360x480.
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'deeplabv3plus'
+  config.model.backbone = 'resnet50'
+  config.model.output_stride = 16
+  config.model.separable = True
+  config.model.aspp_features = 256
+  config.model.low_level_features = 48
+
+  config.loss = ml_collections.ConfigDict({'cross_entropy': 1.0})
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'adamw'
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.grad_clip_norm = 1.0
+  config.schedule = ml_collections.ConfigDict()
+  config.schedule.name = 'poly'
+  config.schedule.power = 0.9
+  config.schedule.warmup_steps = 200
+
+  config.batch_size = 16
+  config.eval_batch_size = 16
+  config.num_train_steps = 20_000
+  config.log_every_steps = 100
+  config.eval_every_steps = 2000
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  config.num_images_to_save = 4
+
+  if arg in ('local', 'tiny'):
+    config.data.augment = ('resize(180, 240)|scale(0.75, 1.5)|'
+                           'crop(176, 240)|flip_lr')
+    config.data.eval_preprocess = 'resize(180, 240)'
+    config.model.backbone = 'resnet18'
+    config.model.separable = False
+    config.model.aspp_features = 64
+    config.model.low_level_features = 32
+    config.batch_size = 8
+    config.eval_batch_size = 8
+    config.num_train_steps = 300
+    config.log_every_steps = 25
+    config.eval_every_steps = 300
+    config.checkpoint_every_steps = 100
+    config.schedule.warmup_steps = 20
+  if arg == 'tiny':
+    config.data.augment = 'resize(24, 32)|flip_lr'
+    config.data.eval_preprocess = 'resize(24, 32)'
+    config.data.final_eval_splits = ()
+    config.model.aspp_features = 8
+    config.model.low_level_features = 8
+    config.num_train_steps = 4
+    config.log_every_steps = 2
+    config.eval_every_steps = 4
+    config.checkpoint_every_steps = 4
+    config.schedule.warmup_steps = 1
+    config.num_images_to_save = 0
+  return config
