@@ -67,7 +67,7 @@ def _source(args):
 
 
 def _dataset(args, threads):
-  transform = augment.build(args.augment)
+  transform = augment.build(args.augment, fuse=not args.no_fuse)
 
   def one(k, example):
     seed = tf.stack([tf.constant(0, tf.int64), k])
@@ -132,6 +132,8 @@ def main(argv):
   parser.add_argument('--crop', type=int, nargs=2, default=(512, 1024))
   parser.add_argument('--augment', default=None,
                       help='augmentation spec; default: ' + DEFAULT_AUGMENT)
+  parser.add_argument('--no-fuse', action='store_true',
+                      help='apply geometric ops one by one (for comparison)')
   parser.add_argument('--source', choices=('synthetic', 'camvid'),
                       default='synthetic')
   parser.add_argument('--manual-dir', default=None)
@@ -150,7 +152,7 @@ def main(argv):
   args.augment = args.augment or DEFAULT_AUGMENT.format(h=h, w=w)
   result = {
       'benchmark': 'input', 'source': args.source, 'crop': [h, w],
-      'augment': args.augment, 'batch': args.batch, 'threads': args.threads,
+      'augment': args.augment, 'fused': not args.no_fuse, 'batch': args.batch, 'threads': args.threads,
       'cpu_count': os.cpu_count(),
       'augment_img_per_s_1_thread': augment_rate(args, 1, args.seconds),
       'augment_img_per_s': augment_rate(args, args.threads, args.seconds),

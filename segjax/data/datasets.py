@@ -7,7 +7,7 @@ things) and how to turn one raw TFDS example into segjax's standard example:
    'instances': [H, W] int32 (0 = no instance)}
 
 `config.data.name` is a TFDS name with an optional builder config, e.g.
-`shapes/default`, `shapes/tiny` or `camvid`. Data sets users download by hand
+`shapes/default`, `shapes/tiny`, `camvid` or `dsb2018`. Data sets users download by hand
 (`camvid`, `dsb2018`) follow TFDS's `manual_dir` convention: segjax prepares
 them on first use from `config.data.manual_dir` (default: TFDS's manual
 folder, `<data_dir>/downloads/manual`) into `config.data.data_dir` (default:
@@ -25,6 +25,7 @@ from segjax.data.tf_host import tf  # First: hides accelerators from TF.
 import tensorflow_datasets as tfds  # pylint: disable=g-bad-import-order
 
 from segjax.data import camvid
+from segjax.data import dsb2018
 from segjax.data import shapes
 from segjax.data import shapes_render
 from segjax.errors import ConfigError
@@ -32,7 +33,7 @@ from segjax.errors import DataError
 
 IGNORE_INDEX = 255
 # Importing a builder's module registers it with TFDS under its name.
-_BUILDER_MODULES = (camvid, shapes)
+_BUILDER_MODULES = (camvid, dsb2018, shapes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +76,13 @@ DATASETS = {
         class_names=camvid.CLASS_NAMES,
         thing_classes=(),
         standardize=_standardize_semantic,
+        prepare='manual',
+    ),
+    'dsb2018': DatasetSpec(
+        num_classes=len(dsb2018.CLASS_NAMES),
+        class_names=dsb2018.CLASS_NAMES,
+        thing_classes=dsb2018.THING_CLASSES,
+        standardize=dsb2018.standardize,
         prepare='manual',
     ),
 }
