@@ -28,6 +28,9 @@ def get_config(arg=None):
   config = camvid_deeplabv3plus.get_config(arg)
   config.model = ml_collections.ConfigDict()
   config.model.name = 'resnet_unet'
+  # Compute dtype; 'bfloat16' = mixed precision (params, optimizer state,
+  # losses and metrics stay float32).
+  config.model.dtype = 'float32'
   config.model.backbone = 'resnet34' if not arg else 'resnet18'
   if arg == 'tiny':
     config.model.decoder_features = (16, 16, 8, 8, 8)

@@ -29,6 +29,9 @@ def get_config(arg=None):
   config = shapes_unet.get_config(arg)
   config.model = ml_collections.ConfigDict()
   config.model.name = 'deeplabv3plus'
+  # Compute dtype; 'bfloat16' = mixed precision (params, optimizer state,
+  # losses and metrics stay float32).
+  config.model.dtype = 'float32'
   config.model.backbone = 'resnet18'  # resnet18..resnet152, mobilenet_v2.
   config.model.output_stride = 16
   config.model.separable = False

@@ -75,8 +75,10 @@ def test_eval_step_counts_only_real_examples_of_a_padded_batch():
   batch = _batch(3)
   batch['mask'] = np.array([True] * 5 + [False] * 3)
   eval_step = jax.jit(steps.make_eval_step(model, NUM_CLASSES, 255),
-                      in_shardings=(shardings, sharding.batch_sharding(mesh)))
-  stats, predictions = eval_step(state, sharding.to_global_array(batch, mesh))
+                      in_shardings=(shardings.variables(),
+                                    sharding.batch_sharding(mesh)))
+  stats, predictions = eval_step(state.variables(),
+                                 sharding.to_global_array(batch, mesh))
   predictions = np.asarray(predictions)
   assert predictions.shape == (8, 16, 16)
   expected = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)

@@ -72,6 +72,8 @@ class Checkpointer:
     return self._manager.reached_preemption(int(step))
 
   def close(self):
-    """Waits for pending saves, then releases the manager."""
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Waits for pending saves, then releases the manager (idempotent)."""
+    if self._manager is not None:
+      self._manager.wait_until_finished()
+      self._manager.close()
+      self._manager = None

@@ -19,31 +19,56 @@ class TrainState:
     batch_stats: batch-norm running statistics ({} for models without).
     opt_state: optax state.
     rng: [2] uint32 PRNG key; per-step keys are `fold_in(rng, step)`.
+    ema_params, ema_batch_stats: exponential moving averages of params and
+      batch_stats ({} when the run keeps no EMA).
   """
   step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: Any
   rng: jax.Array
+  ema_params: Any = flax.struct.field(default_factory=dict)
+  ema_batch_stats: Any = flax.struct.field(default_factory=dict)
+
+  def variables(self, ema=False):
+    """The model variables to evaluate: raw, or the EMA ones."""
+    if ema:
+      return {'params': self.ema_params, 'batch_stats': self.ema_batch_stats}
+    return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
-def make_init_fn(model, tx, image_shape):
+def init_variables(model, image_shape, rng):
+  """The model's {'params', 'batch_stats'} for [1, *image_shape] images."""
+  images = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+  variables = model.init({'params': rng}, images, train=False)
+  return {'params': variables['params'],
+          'batch_stats': variables.get('batch_stats', {})}
+
+
+def make_init_fn(model, tx, image_shape, ema=False):
   """`rng -> TrainState` for a model taking [1, *image_shape] images."""
 
   def init_fn(rng):
     params_rng, state_rng = jax.random.split(rng)
-    images = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
-    variables = model.init({'params': params_rng}, images, train=False)
-    params = variables['params']
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        batch_stats=variables.get('batch_stats', {}),
-        opt_state=tx.init(params),
-        rng=state_rng,
-    )
+    variables = init_variables(model, image_shape, params_rng)
+    return from_variables(variables, tx, state_rng, ema)
 
   return init_fn
+
+
+def from_variables(variables, tx, rng, ema=False):
+  """A step-0 TrainState around given model variables (e.g. pretrained)."""
+  params, batch_stats = variables['params'], variables['batch_stats']
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats=batch_stats,
+      opt_state=tx.init(params),
+      rng=rng,
+      # Copies, not aliases: the step donates the state's buffers.
+      ema_params=jax.tree.map(jnp.copy, params) if ema else {},
+      ema_batch_stats=jax.tree.map(jnp.copy, batch_stats) if ema else {},
+  )
 
 
 def state_shardings(abstract_state, mesh):
@@ -52,7 +77,8 @@ def state_shardings(abstract_state, mesh):
   return jax.tree.map(lambda _: rep, abstract_state)
 
 
-def create_train_state(model, tx, image_shape, rng, mesh, shardings=None):
+def create_train_state(model, tx, image_shape, rng, mesh, shardings=None,
+                       ema=False):
   """Initialises the state already laid out on `mesh`.
 
   The shapes come from `jax.eval_shape` (no compute), the shardings from
@@ -66,16 +92,16 @@ def create_train_state(model, tx, image_shape, rng, mesh, shardings=None):
   Returns:
     (state, shardings): the TrainState and the matching pytree of shardings.
   """
-  init_fn = make_init_fn(model, tx, image_shape)
+  init_fn = make_init_fn(model, tx, image_shape, ema)
   if shardings is None:
     shardings = state_shardings(jax.eval_shape(init_fn, rng), mesh)
   state = jax.jit(init_fn, out_shardings=shardings)(rng)
   return state, shardings
 
 
-def abstract_state(model, tx, image_shape, mesh):
+def abstract_state(model, tx, image_shape, mesh, ema=False):
   """ShapeDtypeStructs (with shardings) of the state: a restore target."""
-  init_fn = make_init_fn(model, tx, image_shape)
+  init_fn = make_init_fn(model, tx, image_shape, ema)
   abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
   shardings = state_shardings(abstract, mesh)
   return jax.tree.map(

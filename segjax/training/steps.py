@@ -13,22 +13,66 @@ from segjax import metrics
 from segjax.models.inputs import model_inputs
 
 
-def make_train_step(model, tx, loss_fn, schedule):
+def _micro_batches(x, k):
+  """[B, ...] -> [k, B // k, ...], micro-batch i = rows i, i + k, ...
+
+  Strided rather than contiguous: with B split over devices in contiguous
+  blocks, every micro-batch then holds rows of every device, so each one is
+  still data-parallel and the reshape moves no data between devices.
+  """
+  return x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1)
+
+
+def make_train_step(model, tx, loss_fn, schedule, *, accum_steps=1,
+                    aux_loss_weight=0.0, ema_decay=0.0):
   """Builds `train_step(state, batch) -> (state, metrics)`.
 
   Args:
     model: Flax module mapping [B, H, W, 3] float images to [B, H, W, C]
-      logits, with a `train` argument.
+      logits, with a `train` argument. Its `dtype` sets the compute
+      precision (e.g. bfloat16); logits are cast to float32 before the loss.
     tx: optax transformation.
     loss_fn: `(logits, labels) -> (total, {name: term})`, e.g. from
       `segjax.losses.build_loss`.
     schedule: `step -> learning rate`, only for logging.
+    accum_steps: split the batch into this many micro-batches, run them one
+      after another (`lax.scan`) and apply the mean of their gradients in one
+      update: the memory of a micro-batch, the update of the whole batch.
+      Batch-norm statistics are those of each micro-batch, updated in turn.
+    aux_loss_weight: weight of the loss on the auxiliary head's logits (a
+      model that sows 'aux_logits' into 'intermediates', e.g. FCN with
+      `aux_head=True`); 0 = not computed.
+    ema_decay: the state's `ema_params` / `ema_batch_stats` become
+      decay * ema + (1 - decay) * new after each update; 0 = no EMA.
 
   The batch holds 'image' [B, H, W, 3] uint8 (or float32, already
-  normalised) and 'labels' [B, H, W] int32.
-  Metrics are float32 scalars: 'loss', each loss term, 'grad_norm',
-  'learning_rate', and 'pixel_accuracy' over non-ignored pixels.
+  normalised) and 'labels' [B, H, W] int32. Metrics are float32 scalars:
+  'loss', each loss term ('loss_<name>', 'loss_aux'), 'learning_rate',
+  'grad_norm', 'param_norm', 'update_norm', and 'pixel_accuracy' over
+  non-ignored pixels.
   """
+  mutable = ['batch_stats'] + (['intermediates'] if aux_loss_weight else [])
+
+  def loss_of(params, batch_stats, images, labels, rng):
+    logits, new_vars = model.apply(
+        {'params': params, 'batch_stats': batch_stats}, images, train=True,
+        mutable=mutable, rngs={'dropout': rng})
+    # Losses and metrics in float32 whatever the compute dtype.
+    logits = logits.astype(jnp.float32)
+    total, terms = loss_fn(logits, labels)
+    terms = {f'loss_{k}': v for k, v in terms.items()}
+    if aux_loss_weight:
+      aux_logits = new_vars['intermediates']['aux_logits'][0]
+      aux_total, _ = loss_fn(aux_logits.astype(jnp.float32), labels)
+      terms['loss_aux'] = aux_total
+      total = total + aux_loss_weight * aux_total
+    num_classes = logits.shape[-1]
+    valid = (labels >= 0) & (labels < num_classes)
+    correct = ((jnp.argmax(logits, -1) == labels) & valid).sum()
+    return total, (terms, new_vars.get('batch_stats', {}),
+                   (correct, valid.sum()))
+
+  grad_fn = jax.value_and_grad(loss_of, has_aux=True)
 
   def train_step(state, batch):
     images = model_inputs(batch['image'])
@@ -36,38 +80,61 @@ def make_train_step(model, tx, loss_fn, schedule):
     # A fresh key per step; deterministic in (seed, step), so a resumed run
     # draws the same dropout masks as an uninterrupted one.
     step_rng = jax.random.fold_in(state.rng, state.step)
+    if accum_steps == 1:
+      (loss, (terms, batch_stats, counts)), grads = grad_fn(
+          state.params, state.batch_stats, images, labels, step_rng)
+    else:
+      def micro(carry, xs):
+        grads_sum, batch_stats = carry
+        i, micro_images, micro_labels = xs
+        (loss, (terms, batch_stats, counts)), grads = grad_fn(
+            state.params, batch_stats, micro_images, micro_labels,
+            jax.random.fold_in(step_rng, i))
+        grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
+        return (grads_sum, batch_stats), (loss, terms, counts)
 
-    def loss_of(params):
-      logits, new_vars = model.apply(
-          {'params': params, 'batch_stats': state.batch_stats}, images,
-          train=True, mutable=['batch_stats'], rngs={'dropout': step_rng})
-      total, terms = loss_fn(logits, labels)
-      return total, (terms, new_vars.get('batch_stats', {}), logits)
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      (grads, batch_stats), (losses, terms, counts) = jax.lax.scan(
+          micro, (zeros, state.batch_stats),
+          (jnp.arange(accum_steps), _micro_batches(images, accum_steps),
+           _micro_batches(labels, accum_steps)))
+      grads = jax.tree.map(lambda g: g / accum_steps, grads)
+      loss = losses.mean()
+      terms = jax.tree.map(jnp.mean, terms)
+      counts = jax.tree.map(jnp.sum, counts)
 
-    grad_fn = jax.value_and_grad(loss_of, has_aux=True)
-    (loss, (terms, batch_stats, logits)), grads = grad_fn(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-
-    num_classes = logits.shape[-1]
-    valid = (labels >= 0) & (labels < num_classes)
-    correct = (jnp.argmax(logits, -1) == labels) & valid
-    metrics = {
-        'loss': loss,
-        **{f'loss_{k}': v for k, v in terms.items()},
-        'grad_norm': optax.tree.norm(grads),
-        'learning_rate': jnp.asarray(schedule(state.step), jnp.float32),
-        'pixel_accuracy': correct.sum() / jnp.maximum(valid.sum(), 1),
-    }
     new_state = state.replace(step=state.step + 1, params=params,
                               batch_stats=batch_stats, opt_state=opt_state)
-    return new_state, metrics
+    if ema_decay:
+      def ema(old, new):
+        return jax.tree.map(
+            lambda o, n: ema_decay * o + (1 - ema_decay) * n, old, new)
+      new_state = new_state.replace(
+          ema_params=ema(state.ema_params, params),
+          ema_batch_stats=ema(state.ema_batch_stats, batch_stats))
+    correct, valid = counts
+    step_metrics = {
+        'loss': loss,
+        **terms,
+        'learning_rate': jnp.asarray(schedule(state.step), jnp.float32),
+        'grad_norm': optax.tree.norm(grads),
+        'param_norm': optax.tree.norm(params),
+        'update_norm': optax.tree.norm(updates),
+        'pixel_accuracy': correct / jnp.maximum(valid, 1),
+    }
+    return new_state, step_metrics
 
   return train_step
 
 
 def make_eval_step(model, num_classes, ignore_index):
-  """Builds `eval_step(state, batch) -> (stats, predictions)`.
+  """Builds `eval_step(variables, batch) -> (stats, predictions)`.
+
+  Args:
+    variables: {'params': ..., 'batch_stats': ...} to evaluate (the raw or
+      the EMA ones).
 
   The batch holds 'image' [B, H, W, 3] uint8, 'labels' [B, H, W] int32 and
   'mask' [B] bool (False on padding examples, which count nowhere).
@@ -78,11 +145,9 @@ def make_eval_step(model, num_classes, ignore_index):
     predictions: [B, H, W] int32 argmax classes.
   """
 
-  def eval_step(state, batch):
+  def eval_step(variables, batch):
     images = model_inputs(batch['image'])
-    logits = model.apply(
-        {'params': state.params, 'batch_stats': state.batch_stats}, images,
-        train=False)
+    logits = model.apply(variables, images, train=False)
     predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     mask = batch['mask'][:, None, None]
     labels = jnp.where(mask, batch['labels'], ignore_index)

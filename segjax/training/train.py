@@ -8,24 +8,23 @@ same command on the same workdir resumes from its latest checkpoint, and the
 data stream resumes at the same position (see `segjax.data.pipeline`).
 """
 
-import math
 import os
-import time
 
 from absl import logging
 from etils import epath
 import jax
+import jax.numpy as jnp
 from jax.experimental import multihost_utils
-import numpy as np
 
 from segjax import losses
-from segjax import metrics as metrics_lib
 from segjax import models
 from segjax.data import datasets
 from segjax.data import pipeline
 from segjax.errors import ConfigError
-from segjax.inference import visualize
 from segjax.training import checkpointing
+from segjax.training import evaluation
+from segjax.training import model_init
+from segjax.training import monitoring
 from segjax.training import optimizer as optimizer_lib
 from segjax.training import run_record
 from segjax.training import sharding as sharding_lib
@@ -72,52 +71,48 @@ def check_config(config):
       raise ConfigError(
           f'config.{field}={value} is not divisible by the number of devices '
           f'({n}); use a multiple of {n}, e.g. {max(n, value // n * n)}.')
+  k = config.get('grad_accum_steps', 1)
+  if not isinstance(k, int) or k < 1 or config.batch_size % (k * n):
+    raise ConfigError(
+        f'config.grad_accum_steps={k!r}: must be a positive int, and '
+        f'batch_size={config.batch_size} must split into {k} micro-batches '
+        f'that the {n} devices share evenly (a multiple of {k * n}).')
+  ema = config.get('ema_decay', 0.0) or 0.0
+  if not 0.0 <= ema < 1.0:
+    raise ConfigError(f'config.ema_decay={ema!r} must be in [0, 1).')
 
 
-def _local_rows(x):
-  """This process's rows of a batch-sharded global array, as NumPy."""
-  shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
-  seen, rows = set(), []
-  for s in shards:
-    start = s.index[0].start or 0
-    if start not in seen:  # Replicas of one shard hold the same rows.
-      seen.add(start)
-      rows.append(np.asarray(s.data))
-  return np.concatenate(rows)
+def _model_dtypes(model_config):
+  """`config.model` with 'dtype' / 'param_dtype' names made JAX dtypes."""
+  model_config = dict(model_config)
+  for key in ('dtype', 'param_dtype'):
+    if isinstance(model_config.get(key), str):
+      try:
+        model_config[key] = jnp.dtype(model_config[key])
+      except TypeError as e:
+        raise ConfigError(f'config.model.{key}={model_config[key]!r} is not '
+                          'a dtype (e.g. "bfloat16").') from e
+  return model_config
 
 
-class _Progress:
-  """Logs step rate, throughput and ETA."""
-
-  def __init__(self, start_step, num_steps, batch_size):
-    self.num_steps = num_steps
-    self.batch_size = batch_size
-    self.last_step, self.last_time = start_step, time.time()
-
-  def line(self, step, loss):
-    now = time.time()
-    rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
-    self.last_step, self.last_time = step, now
-    eta = (self.num_steps - step) / max(rate, 1e-9)
-    return (f'step {step}/{self.num_steps} ({100 * step / self.num_steps:.0f}%)'
-            f' | {rate:.2f} steps/s, {rate * self.batch_size:.1f} img/s'
-            f' | loss {loss:.4f} | ETA {_duration(eta)}')
-
-
-def _duration(seconds):
-  seconds = int(seconds)
-  if seconds >= 3600:
-    return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m'
-  return f'{seconds // 60}m{seconds % 60:02d}s'
-
-
-def _flops(compiled):
-  """FLOPs of one call of an AOT-compiled function, from XLA's cost model."""
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):  # Older JAX: one dict per device.
-    analysis = analysis[0] if analysis else {}
-  flops = (analysis or {}).get('flops')
-  return float(flops) if flops is not None else None
+def _initial_state(config, model, tx, image_shape, mesh, shardings, ema):
+  """A fresh state: from `config.model_init` if set, else initialised."""
+  state, _ = state_lib.create_train_state(
+      model, tx, image_shape, jax.random.PRNGKey(config.seed), mesh,
+      shardings=shardings, ema=ema)
+  init_config = config.get('model_init')
+  if not init_config or not init_config.get('path'):
+    return state
+  variables, report = model_init.load(init_config,
+                                      jax.device_get(state.variables()))
+  logging.info(
+      'model_init: loaded %d arrays from %s; missing %d %s, unexpected %d, '
+      'shape mismatches %s', report['loaded'], init_config.path,
+      len(report['missing']), report['missing'][:8],
+      len(report['unexpected']), report['shape_mismatch'][:8])
+  build = jax.jit(lambda v, rng: state_lib.from_variables(v, tx, rng, ema),
+                  out_shardings=shardings)
+  return build(variables, state.rng)
 
 
 def train_and_evaluate(config, workdir):
@@ -129,19 +124,20 @@ def train_and_evaluate(config, workdir):
     workdir: output folder (local or gs://).
 
   Returns:
-    {split: scores dict} of the final evaluation.
+    {split: scores dict} of the final evaluation ('<split>_ema' too when
+    the run keeps an EMA).
   """
   workdir = prepare_workdir(workdir)
   check_config(config)
   spec = datasets.get_spec(config.data.name)
   ignore_index = config.data.get('ignore_index', datasets.IGNORE_INDEX)
   num_classes = spec.num_classes
+  ema_decay = float(config.get('ema_decay', 0.0) or 0.0)
   try:
-    model = models.build_model(config.model, num_classes)
+    model = models.build_model(_model_dtypes(config.model), num_classes)
     loss_fn = losses.build_loss(config.loss, ignore_index=ignore_index)
   except ValueError as e:
     raise ConfigError(str(e)) from e
-  tx, schedule = optimizer_lib.build_optimizer(config, config.num_train_steps)
 
   record = run_record.RunRecord(workdir)
   record.write_config(config)
@@ -176,7 +172,13 @@ def train_and_evaluate(config, workdir):
 
   mesh = sharding_lib.make_mesh()
   try:  # Tracing the model's init surfaces its own checks as ValueErrors.
-    abstract = state_lib.abstract_state(model, tx, image_shape, mesh)
+    abstract_vars = jax.eval_shape(
+        lambda: state_lib.init_variables(model, image_shape,
+                                         jax.random.PRNGKey(0)))
+    tx, schedule = optimizer_lib.build_optimizer(
+        config, config.num_train_steps, abstract_vars['params'])
+    abstract = state_lib.abstract_state(model, tx, image_shape, mesh,
+                                        ema=bool(ema_decay))
   except ValueError as e:
     raise ConfigError(f'config.model: {e}') from e
   shardings = jax.tree.map(lambda x: x.sharding, abstract)
@@ -185,24 +187,26 @@ def train_and_evaluate(config, workdir):
                  checkpointer.directory)
     state = checkpointer.restore(latest, abstract)
   else:
-    state, _ = state_lib.create_train_state(
-        model, tx, image_shape, jax.random.PRNGKey(config.seed), mesh,
-        shardings=shardings)
+    state = _initial_state(config, model, tx, image_shape, mesh, shardings,
+                           bool(ema_decay))
   if int(state.step) != start_step:
     raise RuntimeError(f'Checkpoint {latest} holds step {int(state.step)}.')
 
   data_sharding = sharding_lib.batch_sharding(mesh)
-  replicated = sharding_lib.replicated(mesh)
   train_step = jax.jit(
-      steps_lib.make_train_step(model, tx, loss_fn, schedule),
+      steps_lib.make_train_step(
+          model, tx, loss_fn, schedule,
+          accum_steps=config.get('grad_accum_steps', 1),
+          aux_loss_weight=config.get('aux_loss_weight', 0.0),
+          ema_decay=ema_decay),
       in_shardings=(shardings, data_sharding),
-      out_shardings=(shardings, replicated),
+      out_shardings=(shardings, sharding_lib.replicated(mesh)),
       donate_argnums=0)
   batch_spec = sharding_lib.abstract_batch({
       k: (tuple(v.shape), v.dtype.as_numpy_dtype) for k, v in element.items()
   }, mesh)
   compiled_train_step = train_step.lower(abstract, batch_spec).compile()
-  flops = _flops(compiled_train_step)
+  flops = monitoring.flops_of(compiled_train_step)
   num_params = state_lib.count_params(state.params)
   logging.info('Model %s: %d parameters, %.3g GFLOP per train step.',
                config.model.name, num_params, (flops or 0) / 1e9)
@@ -211,88 +215,67 @@ def train_and_evaluate(config, workdir):
       resumed_from_step=latest, num_classes=num_classes,
       class_names=list(spec.class_names))
 
-  eval_step = jax.jit(
-      steps_lib.make_eval_step(model, num_classes, ignore_index),
-      in_shardings=(shardings, data_sharding),
-      out_shardings=(replicated, data_sharding))
+  evaluator = evaluation.Evaluator(
+      config, model, spec, builder, mesh,
+      {'params': shardings.params, 'batch_stats': shardings.batch_stats},
+      record)
 
   def evaluate(step, split):
-    eval_batch = config.get('eval_batch_size') or config.batch_size
-    _, ds = pipeline.eval_dataset(
-        config.data, split, eval_batch, process_index=jax.process_index(),
-        process_count=jax.process_count())
-    cm = np.zeros((num_classes, num_classes), np.int64)
-    count = 0
-    for i, local in enumerate(pipeline.as_numpy(ds)):
-      stats, predictions = eval_step(
-          state, sharding_lib.to_global_array(local, mesh))
-      cm += np.asarray(stats['confusion_matrix'], np.int64)
-      count += int(stats['num_examples'])
-      if i == 0 and config.get('num_images_to_save', 0):
-        n = config.num_images_to_save
-        panel = visualize.prediction_panel(
-            local['image'][:n], local['labels'][:n],
-            _local_rows(predictions)[:n], ignore_index)
-        record.write_image(f'step_{step:07d}_{split}', panel)
-    expected = builder.info.splits[split].num_examples
-    if count != expected:  # The padding logic is broken if this fires.
-      raise RuntimeError(f'Evaluated {count} examples of {split!r}, expected '
-                         f'{expected}.')
-    scores = metrics_lib.segmentation_scores(cm)
-    row = {k: scores[k] for k in ('miou', 'mean_dice', 'pixel_accuracy',
-                                  'mean_accuracy', 'fw_iou')}
-    row.update({f'iou/{name}': scores['iou'][c]
-                for c, name in enumerate(spec.class_names)})
-    row['num_examples'] = count
-    record.write_metrics(step, split, row)
-    logging.info('step %d %s: mIoU %.4f, pixel accuracy %.4f (%d images)',
-                 step, split, row['miou'], row['pixel_accuracy'], count)
+    scores = {split: evaluator.evaluate(state.variables(), step, split)}
+    if ema_decay:
+      scores[f'{split}_ema'] = evaluator.evaluate(
+          state.variables(ema=True), step, split, tag=f'{split}_ema')
     return scores
 
-  train_iter = pipeline.as_numpy(train_ds)
-  progress = _Progress(start_step, config.num_train_steps, config.batch_size)
-  history = []
-  results = {}  # split -> scores of the latest evaluation.
-  eval_split = config.data.get('eval_split', 'validation')
-  if start_step < config.num_train_steps:
-    logging.info('Training from step %d to %d.', start_step,
-                 config.num_train_steps)
-  for step in range(start_step, config.num_train_steps):
-    batch = sharding_lib.to_global_array(next(train_iter), mesh)
-    state, step_metrics = compiled_train_step(state, batch)
-    history.append(step_metrics)
-    done = step + 1
-    last = done == config.num_train_steps
-    will_save = last or done % config.checkpoint_every_steps == 0
-    if will_save or last or done % config.log_every_steps == 0:
-      means = jax.tree.map(lambda *x: float(np.mean(x)),
-                           *jax.device_get(history))
-      history = []
-      if not math.isfinite(means['loss']):
-        raise FloatingPointError(
-            f'Training loss is {means["loss"]} at step {done}; stopping '
-            'before saving a checkpoint from this step.')
-      means['epoch'] = done * local_batch / examples_per_epoch
-      record.write_metrics(done, 'train', means)
-      logging.info('%s', progress.line(done, means['loss']))
-    if last or done % config.eval_every_steps == 0:
-      results[eval_split] = evaluate(done, eval_split)
-    checkpointer.save(done, state, force=last)
-    if checkpointer.reached_preemption(done):
-      logging.warning('Preemption signalled: saved step %d and stopping.',
-                      done)
-      checkpointer.close()
-      return {}
+  try:  # Saves already started complete even if a step fails.
+    train_iter = pipeline.as_numpy(train_ds)
+    progress = monitoring.Progress(start_step, config.num_train_steps,
+                                   config.batch_size, flops)
+    history = []  # Per-step metrics on the device since the last fetch.
+    results = {}  # split -> scores of the latest evaluation.
+    eval_split = config.data.get('eval_split', 'validation')
+    if start_step < config.num_train_steps:
+      logging.info('Training from step %d to %d.', start_step,
+                   config.num_train_steps)
+    for step in range(start_step, config.num_train_steps):
+      batch = sharding_lib.to_global_array(next(train_iter), mesh)
+      state, step_metrics = compiled_train_step(state, batch)
+      history.append(step_metrics)
+      done = step + 1
+      last = done == config.num_train_steps
+      will_save = last or done % config.checkpoint_every_steps == 0 or (
+          checkpointer.reached_preemption(done))
+      if will_save or done % config.log_every_steps == 0:
+        # The NaN guard: every step since the last fetch is checked before
+        # this state can be evaluated or saved.
+        means = monitoring.summarize(jax.device_get(history),
+                                     done - len(history) + 1)
+        history = []
+        means.update(progress.measure(done))
+        means['epoch'] = done * local_batch / examples_per_epoch
+        memory = monitoring.device_memory_in_use()
+        if memory is not None:
+          means['device_memory_bytes'] = memory
+        record.write_metrics(done, 'train', means)
+        logging.info('%s', progress.line(done, means))
+      if last or done % config.eval_every_steps == 0:
+        results.update(evaluate(done, eval_split))
+      checkpointer.save(done, state, force=last)
+      if checkpointer.reached_preemption(done):
+        logging.warning('Preemption signalled: saved step %d and stopping.',
+                        done)
+        return {}
 
-  final_step = int(state.step)
-  for split in [eval_split] + list(config.data.get('final_eval_splits', ())):
-    if split in results:
-      continue
-    if split not in builder.info.splits:  # E.g. CamVid without test/.
-      logging.info('No %r split in %s; not evaluated.', split,
-                   config.data.name)
-      continue
-    results[split] = evaluate(final_step, split)
-  checkpointer.close()
-  record.close()
-  return results
+    final_step = int(state.step)
+    for split in [eval_split] + list(config.data.get('final_eval_splits', ())):
+      if split in results:
+        continue
+      if split not in builder.info.splits:  # E.g. CamVid without test/.
+        logging.info('No %r split in %s; not evaluated.', split,
+                     config.data.name)
+        continue
+      results.update(evaluate(final_step, split))
+    return results
+  finally:
+    checkpointer.close()
+    record.close()

@@ -1,0 +1,115 @@
+"""What the training loop reports: the NaN guard, throughput, FLOP/s, memory.
+
+The train step returns small scalar metrics every step; the loop keeps them
+on the device and fetches them only at log and checkpoint steps (a fetch per
+step would stall the asynchronous dispatch). `summarize` then checks every
+step's values before anything from those steps is logged or saved.
+"""
+
+import math
+import time
+
+import jax
+import numpy as np
+
+
+class NonFiniteError(FloatingPointError):
+  """A training step produced a non-finite loss term or gradient."""
+
+
+# Checked in this order, so the message names the root cause (a loss term)
+# before its consequences (the total, the gradient norm).
+def _check_order(names):
+  terms = sorted(n for n in names if n.startswith('loss_'))
+  rest = [n for n in ('loss', 'grad_norm', 'update_norm', 'param_norm')
+          if n in names]
+  return terms + rest
+
+
+def summarize(history, first_step):
+  """Means over steps of fetched per-step metrics, after the NaN guard.
+
+  Args:
+    history: list of per-step metric dicts (NumPy scalars), oldest first.
+    first_step: the step number (1-based, after the update) of history[0].
+
+  Returns:
+    {name: float mean}.
+
+  Raises:
+    NonFiniteError naming the first step and every term that is NaN or
+    infinite there.
+  """
+  for i, row in enumerate(history):
+    bad = [f'{name}={float(row[name])}' for name in _check_order(row)
+           if not math.isfinite(float(row[name]))]
+    if bad:
+      raise NonFiniteError(
+          f'Non-finite training values at step {first_step + i}: '
+          f'{", ".join(bad)}. Stopping before anything from this step is '
+          'saved; the latest checkpoint is from before it.')
+  return {k: float(np.mean([row[k] for row in history])) for k in history[0]}
+
+
+def flops_of(compiled):
+  """FLOPs of one call of an AOT-compiled function, from XLA's cost model."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # Older JAX: one dict per device.
+    analysis = analysis[0] if analysis else {}
+  flops = (analysis or {}).get('flops')
+  return float(flops) if flops is not None else None
+
+
+def device_memory_in_use():
+  """Bytes in use on the first local device, or None where the backend does
+  not report it (XLA:CPU)."""
+  try:
+    stats = jax.local_devices()[0].memory_stats()
+  except Exception:  # pylint: disable=broad-except  (backend-specific)
+    return None
+  return (stats or {}).get('bytes_in_use')
+
+
+def _duration(seconds):
+  seconds = int(seconds)
+  if seconds >= 3600:
+    return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m'
+  return f'{seconds // 60}m{seconds % 60:02d}s'
+
+
+class Progress:
+  """Step time, images/s, achieved FLOP/s and ETA between log points.
+
+  Args:
+    start_step: the first step of this (possibly resumed) run.
+    num_steps: the last step.
+    batch_size: global examples per step.
+    flops_per_step: XLA's estimate for one train step (None if unknown).
+  """
+
+  def __init__(self, start_step, num_steps, batch_size, flops_per_step):
+    self.num_steps, self.batch_size = num_steps, batch_size
+    self.flops_per_step = flops_per_step
+    self.last_step, self.last_time = start_step, time.time()
+
+  def measure(self, step):
+    """{'step_time_s', 'images_per_s', 'achieved_flops_per_s'} since the
+    last call (the first interval includes the first step's dispatch)."""
+    now = time.time()
+    step_time = (now - self.last_time) / max(step - self.last_step, 1)
+    self.last_step, self.last_time = step, now
+    out = {'step_time_s': step_time,
+           'images_per_s': self.batch_size / max(step_time, 1e-9)}
+    if self.flops_per_step:
+      out['achieved_flops_per_s'] = self.flops_per_step / max(step_time, 1e-9)
+    return out
+
+  def line(self, step, means):
+    eta = (self.num_steps - step) * means['step_time_s']
+    text = (f'step {step}/{self.num_steps} '
+            f'({100 * step / self.num_steps:.0f}%) | '
+            f'{1 / max(means["step_time_s"], 1e-9):.2f} steps/s, '
+            f'{means["images_per_s"]:.1f} img/s')
+    if 'achieved_flops_per_s' in means:
+      text += f', {means["achieved_flops_per_s"] / 1e12:.3g} TFLOP/s'
+    return text + f' | loss {means["loss"]:.4f} | ETA {_duration(eta)}'
