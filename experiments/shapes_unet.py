@@ -16,6 +16,8 @@ Any field can be overridden, e.g. `--config.num_train_steps=2000` or
 
 import ml_collections
 
+from segjax.training import config_fields
+
 
 def get_config(arg=None):
   """Returns the experiment config; `arg` picks a variant (see docstring)."""
@@ -56,24 +58,13 @@ def get_config(arg=None):
   config.optimizer.learning_rate = 5e-3
   config.optimizer.weight_decay = 1e-4
   config.optimizer.grad_clip_norm = 1.0
-  config.optimizer.freeze = ()  # Regexes of parameter paths.
-  config.optimizer.lr_multipliers = ()  # ((regex, factor), ...)
   config.schedule = ml_collections.ConfigDict()
   config.schedule.name = 'cosine'
   config.schedule.warmup_steps = 50
 
-  # Trainer options (segjax/training): EMA of the weights (evaluated and
-  # saved beside them; 0 = off), gradient accumulation over micro-batches,
-  # the auxiliary head's loss weight, and a start from other weights.
-  config.ema_decay = 0.0
-  config.grad_accum_steps = 1
-  config.aux_loss_weight = 0.0
-  config.model_init = ml_collections.ConfigDict({
-      'path': ml_collections.config_dict.placeholder(str),
-      'source': 'segjax',  # Or 'torchvision' / 'timm' backbone files.
-      'step': ml_collections.config_dict.placeholder(int),
-      'exclude': (),
-  })
+  # Optional trainer fields (EMA, accumulation, model_init, best
+  # checkpoints, memory limit): segjax/training/config_fields.py.
+  config_fields.add_trainer_options(config)
 
   config.batch_size = 8  # Global, over all devices and hosts.
   config.eval_batch_size = 40

@@ -1,12 +1,11 @@
 """The command line, end to end, in child processes (the process boundary is
-the point: kill -9 and resume, exit statuses, what a user sees)."""
+the point: exit statuses, what a user sees). Kill / SIGTERM and resume:
+tests/test_resume.py."""
 
 import json
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -48,37 +47,6 @@ def test_tiny_run_writes_everything_a_notebook_needs(tmp_path, subprocess_env):
   assert (workdir / 'images' / 'step_0000020_validation.png').exists()
   assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()
                 if p.name.isdigit()) == ['10', '20']
-
-
-def test_killed_run_resumes_from_its_last_checkpoint(tmp_path,
-                                                     subprocess_env):
-  workdir = tmp_path / 'run'
-  cmd = _command(workdir, '--config.num_train_steps=300',
-                 '--config.checkpoint_every_steps=10',
-                 '--config.eval_every_steps=300')
-  proc = subprocess.Popen(cmd, env=subprocess_env, cwd=REPO,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  ckpts = workdir / 'checkpoints'
-  deadline = time.time() + 240
-  try:
-    while time.time() < deadline and proc.poll() is None:
-      done = [int(p.name) for p in ckpts.glob('*') if p.name.isdigit()]
-      if done:
-        break
-      time.sleep(0.02)
-  finally:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-  saved = sorted(int(p.name) for p in ckpts.glob('*') if p.name.isdigit())
-  assert saved and saved[-1] < 300, f'not killed mid-run: {saved}'
-
-  result = _run(cmd, subprocess_env)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert f'Resuming from checkpoint at step {saved[-1]}' in result.stderr
-  assert 'step 300/300' in result.stderr
-  rows = [json.loads(line)
-          for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
-  assert any(r['split'] == 'test' and r['step'] == 300 for r in rows)
 
 
 @pytest.mark.parametrize('overrides,message', [

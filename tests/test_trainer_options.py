@@ -151,11 +151,19 @@ def test_accumulating_k_micro_batches_matches_one_step_on_all_of_them():
 
 def test_ema_follows_its_recurrence_for_params_and_batch_stats():
   config = _opt_config()
-  decay = 0.75
-  initial, final, _ = _train(_unet(), config, [_batch(0)], ema_decay=decay)
-  expected = jax.tree.map(lambda p0, p1: decay * p0 + (1 - decay) * p1,
-                          (initial.params, initial.batch_stats),
-                          (final.params, final.batch_stats))
+  initial, once, _ = _train(_unet(), config, [_batch(0)], ema_decay=0.75)
+  _, twice, _ = _train(_unet(), config, [_batch(0), _batch(1)],
+                       ema_decay=0.75)
+  # Effective decay min(0.75, (1 + t) / (10 + t)): 0.1 at t=0, 2/11 at t=1.
+  def mix(d, old, new):
+    return jax.tree.map(lambda o, n: d * o + (1 - d) * n, old, new)
+  vars_of = lambda s: (s.params, s.batch_stats)
+  ema1 = mix(0.1, vars_of(initial), vars_of(once))
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+      (once.ema_params, once.ema_batch_stats), ema1)
+  final = twice
+  expected = mix(2 / 11, ema1, vars_of(twice))
   jax.tree.map(
       lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
       (final.ema_params, final.ema_batch_stats), expected)

@@ -6,12 +6,22 @@ things) and how to turn one raw TFDS example into segjax's standard example:
   {'image': [H, W, 3] uint8, 'labels': [H, W] uint8 (255 = ignore),
    'instances': [H, W] int32 (0 = no instance)}
 
-`config.data.name` is a TFDS name with an optional builder config, e.g.
-`shapes/default`, `shapes/tiny`, `camvid` or `dsb2018`. Data sets users download by hand
-(`camvid`, `dsb2018`) follow TFDS's `manual_dir` convention: segjax prepares
-them on first use from `config.data.manual_dir` (default: TFDS's manual
-folder, `<data_dir>/downloads/manual`) into `config.data.data_dir` (default:
-TFDS's data folder).
+`config.data.name` is a TFDS name with an optional builder config and
+version, e.g. `shapes/tiny`, `camvid`, `coco/2017_panoptic` or
+`cityscapes:1.0.0`. `get_spec` looks the full name up first (without the
+version), then the part before '/': `coco/2017_panoptic` is a segjax data set
+while the other `coco` configs are not. A spec with a `tfds_name` reads
+another TFDS data set with its own label mapping: `oxford_iiit_pet_trimap`
+is TFDS's `oxford_iiit_pet` with the border as a third class.
+
+How each data set is prepared on first use (`DatasetSpec.prepare`):
+'generated' from code (`shapes`); 'manual' from files users download by
+hand, following TFDS's `manual_dir` convention (`camvid`, `dsb2018`,
+`cityscapes`, `cityscapes_panoptic`, `ade20k`): from
+`config.data.manual_dir` (default: TFDS's manual folder,
+`<data_dir>/downloads/manual`) into `config.data.data_dir` (default: TFDS's
+data folder); 'download': TFDS downloads it (`coco/2017_panoptic`,
+`oxford_iiit_pet`).
 """
 
 import dataclasses
@@ -24,8 +34,13 @@ from etils import epath
 from segjax.data.tf_host import tf  # First: hides accelerators from TF.
 import tensorflow_datasets as tfds  # pylint: disable=g-bad-import-order
 
+from segjax.data import ade20k
 from segjax.data import camvid
+from segjax.data import cityscapes
+from segjax.data import cityscapes_panoptic
+from segjax.data import coco_panoptic
 from segjax.data import dsb2018
+from segjax.data import pets
 from segjax.data import shapes
 from segjax.data import shapes_render
 from segjax.errors import ConfigError
@@ -33,7 +48,7 @@ from segjax.errors import DataError
 
 IGNORE_INDEX = 255
 # Importing a builder's module registers it with TFDS under its name.
-_BUILDER_MODULES = (camvid, dsb2018, shapes)
+_BUILDER_MODULES = (ade20k, camvid, cityscapes_panoptic, dsb2018, shapes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +59,11 @@ class DatasetSpec:
   thing_classes: Sequence[int]
   standardize: Callable[[dict], dict]
   # How segjax may prepare the data set on first use: 'generated' (no files
-  # needed), 'manual' (from `config.data.manual_dir`) or None (never).
+  # needed), 'manual' (from `config.data.manual_dir`), 'download' (TFDS
+  # downloads it) or None (never).
   prepare: Optional[str] = None
+  # The TFDS data set to read when it is not the segjax name itself.
+  tfds_name: Optional[str] = None
 
 
 @tf.autograph.experimental.do_not_convert
@@ -61,6 +79,13 @@ def _standardize_shapes(example):
 def _standardize_semantic(example):
   return {'image': example['image'],
           'labels': example['segmentation'][..., 0]}
+
+
+def _pets(class_names, standardize):
+  return DatasetSpec(
+      num_classes=len(class_names), class_names=class_names,
+      thing_classes=pets.THING_CLASSES, standardize=standardize,
+      prepare='download', tfds_name='oxford_iiit_pet')
 
 
 DATASETS = {
@@ -85,16 +110,84 @@ DATASETS = {
         standardize=dsb2018.standardize,
         prepare='manual',
     ),
+    # TFDS's builder; configs semantic_segmentation (gtFine, the default)
+    # and semantic_segmentation_extra (gtCoarse).
+    'cityscapes': DatasetSpec(
+        num_classes=len(cityscapes.CLASS_NAMES),
+        class_names=cityscapes.CLASS_NAMES,
+        thing_classes=cityscapes.THING_CLASSES,
+        standardize=cityscapes.standardize_semantic,
+        prepare='manual',
+    ),
+    'cityscapes_panoptic': DatasetSpec(
+        num_classes=len(cityscapes.CLASS_NAMES),
+        class_names=cityscapes.CLASS_NAMES,
+        thing_classes=cityscapes.THING_CLASSES,
+        standardize=cityscapes_panoptic.standardize,
+        prepare='manual',
+    ),
+    'coco/2017_panoptic': DatasetSpec(
+        num_classes=len(coco_panoptic.CLASS_NAMES),
+        class_names=coco_panoptic.CLASS_NAMES,
+        thing_classes=coco_panoptic.THING_CLASSES,
+        standardize=coco_panoptic.standardize,
+        prepare='download',
+    ),
+    'ade20k': DatasetSpec(
+        num_classes=len(ade20k.CLASS_NAMES),
+        class_names=ade20k.CLASS_NAMES,
+        thing_classes=(),
+        standardize=_standardize_semantic,
+        prepare='manual',
+    ),
+    'oxford_iiit_pet': _pets(pets.BINARY_CLASS_NAMES,
+                             pets.standardize_binary),
+    'oxford_iiit_pet_trimap': _pets(pets.TRIMAP_CLASS_NAMES,
+                                    pets.standardize_trimap),
 }
+
+# TFDS names segjax deliberately does not read, and why.
+_NO_LABELS = ("the stereo configs of TFDS's cityscapes have no segmentation "
+              "labels; use 'cityscapes/semantic_segmentation'.")
+UNSUPPORTED = {
+    'cityscapes/stereo_disparity': _NO_LABELS,
+    'cityscapes/stereo_disparity_extra': _NO_LABELS,
+    'scene_parse150': (
+        "TFDS's scene_parse150 holds the Places Challenge 2017 instance "
+        'annotations (annotations_instance.tar: 100 object categories, no '
+        "stuff), not the 150-class semantic labels; use 'ade20k', segjax's "
+        'builder of the official ADEChallengeData2016 release.'),
+}
+
+
+def _resolve(name):
+  """(registry key, spec) of `name`: the full name first, then its base."""
+  full = name.split(':')[0]
+  base = full.split('/')[0]
+  for key in (full, base):
+    if key in UNSUPPORTED:
+      raise ConfigError(f'config.data.name={name!r}: {UNSUPPORTED[key]}')
+    if key in DATASETS:
+      return key, DATASETS[key]
+  raise ConfigError(f'config.data.name={name!r}: unknown data set '
+                    f'{base!r}; known: {sorted(DATASETS)}.')
 
 
 def get_spec(name):
   """The `DatasetSpec` of `config.data.name` (e.g. 'shapes/tiny')."""
-  base = name.split('/')[0].split(':')[0]
-  if base not in DATASETS:
-    raise ConfigError(f'config.data.name={name!r}: unknown data set '
-                     f'{base!r}; known: {sorted(DATASETS)}.')
-  return DATASETS[base]
+  return _resolve(name)[1]
+
+
+def tfds_name(name):
+  """The TFDS name `name` reads, with its config and version kept.
+
+  E.g. 'oxford_iiit_pet_trimap:4.0.0' -> 'oxford_iiit_pet:4.0.0'; names
+  without a `tfds_name` in their spec are returned as they are.
+  """
+  key, spec = _resolve(name)
+  if spec.tfds_name is None:
+    return name
+  return spec.tfds_name + name[len(key):]
 
 
 def default_data_dir():
@@ -107,10 +200,12 @@ def get_builder(name, data_dir: Optional[str] = None, prepare=True,
   """Returns the TFDS builder of `name`, prepared first if segjax can.
 
   Args:
-    name: TFDS name, e.g. 'shapes/default' or 'camvid'.
+    name: a segjax data set name (a TFDS name, or a spec's alias of one),
+      e.g. 'shapes/default', 'camvid' or 'oxford_iiit_pet_trimap'.
     data_dir: where prepared data lives; None means TFDS's default folder.
     prepare: prepare the data set if it is not prepared yet: generated ones
-      from code, manual ones from `manual_dir`.
+      from code, manual ones from `manual_dir`, 'download' ones by TFDS's
+      own download.
     manual_dir: the folder holding a manually downloaded data set; None means
       TFDS's manual folder (`<data_dir>/downloads/manual`).
 
@@ -122,7 +217,7 @@ def get_builder(name, data_dir: Optional[str] = None, prepare=True,
   spec = get_spec(name)
   data_dir = data_dir or default_data_dir()
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
+    builder = tfds.builder(tfds_name(name), data_dir=data_dir)
   except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
     raise ConfigError(f'config.data.name={name!r}: {e}') from e
   if builder.is_prepared():
@@ -142,7 +237,15 @@ def get_builder(name, data_dir: Optional[str] = None, prepare=True,
           f'{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}')
     logging.info('Preparing %r from %s into %s.', name, manual_dir, data_dir)
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-  builder.download_and_prepare(download_config=download_config)
+  elif spec.prepare == 'download':
+    logging.info('Downloading and preparing %r into %s.', name, data_dir)
+  try:
+    builder.download_and_prepare(download_config=download_config)
+  except AssertionError as e:
+    # TFDS's catalog builders (e.g. cityscapes) assert that the manual files
+    # exist; segjax's own builders raise DataError themselves.
+    raise DataError(f'Data set {name!r}: {e}\n'
+                    f'{builder.MANUAL_DOWNLOAD_INSTRUCTIONS or ""}') from e
   return builder
 
 

@@ -76,7 +76,7 @@ def stream_position(step, local_batch_size, examples_per_epoch):
 
 
 def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
-                  process_index=0, process_count=1):
+                  start_position=None, process_index=0, process_count=1):
   """The training stream of this process, as an infinite tf.data.Dataset.
 
   The stream is a pure function of (seed, epoch, example index): epoch e is
@@ -93,6 +93,8 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
     global_batch_size: examples per step over all processes.
     seed: data seed (shuffle order and augmentation).
     start_step: first step to produce (resume).
+    start_position: (epoch, index) to start at instead, e.g. a checkpoint's
+      saved position when the batch size or process count changed since.
     process_index, process_count: this process's place among the hosts.
 
   Returns:
@@ -112,8 +114,8 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
     base = base.cache()  # Decoded once, in memory, shared by all epochs.
   num_examples = builder.info.splits[split].num_examples
   buffer = min(data_config.get('shuffle_buffer', 10_000), num_examples)
-  start_epoch, start_index = stream_position(start_step, local_batch,
-                                             num_examples)
+  start_epoch, start_index = start_position or stream_position(
+      start_step, local_batch, num_examples)
   transform = augment.build(data_config.get('augment'))
 
   @tf.autograph.experimental.do_not_convert

@@ -7,6 +7,8 @@ step's values before anything from those steps is logged or saved.
 """
 
 import math
+import signal
+import threading
 import time
 
 import jax
@@ -68,6 +70,44 @@ def device_memory_in_use():
   except Exception:  # pylint: disable=broad-except  (backend-specific)
     return None
   return (stats or {}).get('bytes_in_use')
+
+
+def device_memory_limit():
+  """Bytes the first local device can hold, or None where unknown (CPU)."""
+  try:
+    stats = jax.local_devices()[0].memory_stats()
+  except Exception:  # pylint: disable=broad-except  (backend-specific)
+    return None
+  return (stats or {}).get('bytes_limit')
+
+
+class StopSignal:
+  """Turns SIGTERM (how schedulers and preemptible VMs say "stop soon") into
+  a flag the training loop polls, so it can save the current step and exit
+  cleanly instead of dying mid-step. Restores the previous handler on exit.
+
+  `received` is None, or the signal's name once one arrived.
+  """
+
+  def __init__(self, signals=(signal.SIGTERM,)):
+    self.signals, self.received, self._previous = signals, None, {}
+
+  def _handle(self, signum, frame):
+    del frame
+    self.received = signal.Signals(signum).name
+
+  def __enter__(self):
+    # Handlers can only be installed from the main thread (a notebook's
+    # kernel runs cells there; a training thread simply goes without).
+    if threading.current_thread() is threading.main_thread():
+      for s in self.signals:
+        self._previous[s] = signal.signal(s, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for s, handler in self._previous.items():
+      signal.signal(s, handler)
+    return False
 
 
 def _duration(seconds):

@@ -115,6 +115,43 @@ def _initial_state(config, model, tx, image_shape, mesh, shardings, ema):
   return build(variables, state.rng)
 
 
+def _resume_position(saved, layout, step):
+  """Where the input stream restarts: from the step when the stream's layout
+  is unchanged (the same position), else from the saved (epoch, index)."""
+  if all(saved.get(k) == v for k, v in layout.items()):
+    return None
+  logging.warning(
+      'The input layout changed since the checkpoint at step %d (%s, now '
+      '%s): continuing the stream at its saved position (epoch %d, example '
+      '%d); the run is no longer the one an uninterrupted run would be.',
+      step, {k: saved.get(k) for k in layout}, layout, saved['epoch'],
+      saved['index'])
+  return saved['epoch'], saved['index']
+
+
+def _check_memory(compiled, limit_bytes):
+  """Stops a step that cannot fit before it runs, with the figures."""
+  analysis = compiled.memory_analysis()
+  if analysis is None:
+    return None
+  need = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes +
+          analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+  if limit_bytes is None:
+    limit_bytes = monitoring.device_memory_limit()
+  if limit_bytes is not None and need > limit_bytes:
+    gib = 2.0 ** 30
+    raise ConfigError(
+        f'The train step needs {need / gib:.2f} GiB per device (arguments '
+        f'{analysis.argument_size_in_bytes / gib:.2f}, temporaries '
+        f'{analysis.temp_size_in_bytes / gib:.2f}, outputs '
+        f'{analysis.output_size_in_bytes / gib:.2f}, less '
+        f'{analysis.alias_size_in_bytes / gib:.2f} donated) but '
+        f'{limit_bytes / gib:.2f} GiB are available. Try a smaller '
+        'config.batch_size (or config.grad_accum_steps > 1), a smaller '
+        'crop, rematerialisation, or a larger config.model.output_stride.')
+  return need
+
+
 def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir`, resuming if it holds a checkpoint.
 
@@ -148,27 +185,30 @@ def train_and_evaluate(config, workdir):
     multihost_utils.sync_global_devices('segjax: data set prepared')
   builder = datasets.builder_for(config.data, prepare=False)
 
+  best_tag, _, best_metric = config.get(
+      'best_checkpoint_metric', 'validation/miou').rpartition('/')
   checkpointer = checkpointing.Checkpointer(
       workdir / 'checkpoints', config.checkpoint_every_steps,
-      config.get('keep_checkpoints', 3))
-  latest = checkpointer.latest_step()
-  start_step = latest or 0
-  # The training stream resumes at the checkpoint's step (see
-  # pipeline.train_dataset); its element shapes fix the compiled step's.
-  train_ds = pipeline.train_dataset(
-      config.data, config.batch_size, seed=config.get('data_seed', config.seed),
-      start_step=start_step, process_index=jax.process_index(),
-      process_count=jax.process_count())
-  element = train_ds.element_spec
+      config.get('keep_checkpoints', 3), best_metric=best_metric,
+      keep_best=config.get('keep_best_checkpoints', 1),
+      best_mode=config.get('best_checkpoint_mode', 'max'))
+  data_seed = config.get('data_seed', config.seed)
+  # The stream's element shapes fix the compiled step's (building a tf.data
+  # pipeline reads nothing yet).
+  element = pipeline.train_dataset(
+      config.data, config.batch_size, seed=data_seed,
+      process_count=jax.process_count()).element_spec
   if not element['image'].shape.is_fully_defined():
     raise ConfigError(
         f'{config.data.name!r} images have no fixed size '
         f'({element["image"].shape[1:]}); end config.data.augment='
         f'{config.data.get("augment")!r} with crop(h, w) or resize(h, w).')
   image_shape = tuple(element['image'].shape[1:])
-  examples_per_epoch = pipeline.num_local_examples(config.data,
-                                                   jax.process_count())
   local_batch = config.batch_size // jax.process_count()
+  layout = {'examples_per_epoch': pipeline.num_local_examples(
+                config.data, jax.process_count()),
+            'local_batch': local_batch, 'process_count': jax.process_count(),
+            'data_seed': data_seed}
 
   mesh = sharding_lib.make_mesh()
   try:  # Tracing the model's init surfaces its own checks as ValueErrors.
@@ -182,15 +222,35 @@ def train_and_evaluate(config, workdir):
   except ValueError as e:
     raise ConfigError(f'config.model: {e}') from e
   shardings = jax.tree.map(lambda x: x.sharding, abstract)
-  if latest is not None:
+  restored = checkpointer.restore_latest(abstract)
+  if restored is not None:
+    latest, state, saved_position = restored
     logging.info('Resuming from checkpoint at step %d in %s', latest,
                  checkpointer.directory)
-    state = checkpointer.restore(latest, abstract)
+    if int(state.step) != latest:
+      raise RuntimeError(f'Checkpoint {latest} holds step {int(state.step)}.')
+    start_position = _resume_position(saved_position, layout, latest)
   else:
+    latest, start_position = None, None
     state = _initial_state(config, model, tx, image_shape, mesh, shardings,
                            bool(ema_decay))
-  if int(state.step) != start_step:
-    raise RuntimeError(f'Checkpoint {latest} holds step {int(state.step)}.')
+  start_step = latest or 0
+  train_ds = pipeline.train_dataset(
+      config.data, config.batch_size, seed=data_seed, start_step=start_step,
+      start_position=start_position, process_index=jax.process_index(),
+      process_count=jax.process_count())
+
+  def position(step):
+    """What a checkpoint at `step` records about the input stream."""
+    per_epoch = layout['examples_per_epoch']
+    if start_position:  # Continued from a position of another layout.
+      consumed = (start_position[0] * per_epoch + start_position[1] +
+                  (step - start_step) * local_batch)
+    else:
+      consumed = step * local_batch
+    epoch, index = divmod(consumed, per_epoch)
+    return {'step': int(step), 'epoch': int(epoch), 'index': int(index),
+            **layout}
 
   data_sharding = sharding_lib.batch_sharding(mesh)
   train_step = jax.jit(
@@ -206,10 +266,13 @@ def train_and_evaluate(config, workdir):
       k: (tuple(v.shape), v.dtype.as_numpy_dtype) for k, v in element.items()
   }, mesh)
   compiled_train_step = train_step.lower(abstract, batch_spec).compile()
+  step_bytes = _check_memory(compiled_train_step,
+                             config.get('memory_limit_bytes'))
   flops = monitoring.flops_of(compiled_train_step)
   num_params = state_lib.count_params(state.params)
-  logging.info('Model %s: %d parameters, %.3g GFLOP per train step.',
-               config.model.name, num_params, (flops or 0) / 1e9)
+  logging.info('Model %s: %d parameters, %.3g GFLOP and %.3g GiB per train '
+               'step.', config.model.name, num_params, (flops or 0) / 1e9,
+               (step_bytes or 0) / 2**30)
   record.write_run_info(
       num_params=num_params, flops_per_train_step=flops,
       resumed_from_step=latest, num_classes=num_classes,
@@ -237,34 +300,43 @@ def train_and_evaluate(config, workdir):
     if start_step < config.num_train_steps:
       logging.info('Training from step %d to %d.', start_step,
                    config.num_train_steps)
-    for step in range(start_step, config.num_train_steps):
-      batch = sharding_lib.to_global_array(next(train_iter), mesh)
-      state, step_metrics = compiled_train_step(state, batch)
-      history.append(step_metrics)
-      done = step + 1
-      last = done == config.num_train_steps
-      will_save = last or done % config.checkpoint_every_steps == 0 or (
-          checkpointer.reached_preemption(done))
-      if will_save or done % config.log_every_steps == 0:
-        # The NaN guard: every step since the last fetch is checked before
-        # this state can be evaluated or saved.
-        means = monitoring.summarize(jax.device_get(history),
-                                     done - len(history) + 1)
-        history = []
-        means.update(progress.measure(done))
-        means['epoch'] = done * local_batch / examples_per_epoch
-        memory = monitoring.device_memory_in_use()
-        if memory is not None:
-          means['device_memory_bytes'] = memory
-        record.write_metrics(done, 'train', means)
-        logging.info('%s', progress.line(done, means))
-      if last or done % config.eval_every_steps == 0:
-        results.update(evaluate(done, eval_split))
-      checkpointer.save(done, state, force=last)
-      if checkpointer.reached_preemption(done):
-        logging.warning('Preemption signalled: saved step %d and stopping.',
-                        done)
-        return {}
+    with monitoring.StopSignal() as stop:
+      for step in range(start_step, config.num_train_steps):
+        batch = sharding_lib.to_global_array(next(train_iter), mesh)
+        state, step_metrics = compiled_train_step(state, batch)
+        history.append(step_metrics)
+        done = step + 1
+        last = done == config.num_train_steps
+        evaluating = last or done % config.eval_every_steps == 0
+        preempted = stop.received or checkpointer.reached_preemption(done)
+        if (last or evaluating or preempted or
+            done % config.checkpoint_every_steps == 0 or
+            done % config.log_every_steps == 0):
+          # The NaN guard: every step since the last fetch is checked before
+          # this state can be evaluated or saved.
+          means = monitoring.summarize(jax.device_get(history),
+                                       done - len(history) + 1)
+          history = []
+          means.update(progress.measure(done))
+          means['epoch'] = done * local_batch / layout['examples_per_epoch']
+          memory = monitoring.device_memory_in_use()
+          if memory is not None:
+            means['device_memory_bytes'] = memory
+          record.write_metrics(done, 'train', means)
+          logging.info('%s', progress.line(done, means))
+        best = None
+        if evaluating:
+          results.update(evaluate(done, eval_split))
+          if best_tag in results:
+            best = {best_metric: results[best_tag][best_metric]}
+        # After an evaluation always, so the best checkpoint is one of them.
+        checkpointer.save(done, state, position(done), metrics=best,
+                          force=last or preempted or best is not None)
+        if preempted:
+          logging.warning(
+              'Stop requested (%s): saved step %d and stopping. Re-run the '
+              'same command to resume.', stop.received or 'preemption', done)
+          return {}
 
     final_step = int(state.step)
     for split in [eval_split] + list(config.data.get('final_eval_splits', ())):
