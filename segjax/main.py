@@ -22,6 +22,13 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Folder for checkpoints, metrics and logs (local or '
     'gs://); an existing one is resumed.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'host:port of process 0 of a multi-process '
+    'run (not needed on Cloud TPU VMs and SLURM, which provide it).')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, 'Processes of a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, 'This process\'s rank in a multi-process run.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -67,7 +74,13 @@ def main(argv):
     _fail(str(e))
   # Imported here so that `--help` and flag errors come back fast.
   from segjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  from segjax.training import distributed  # pylint: disable=g-import-not-at-top
   from segjax.training import train  # pylint: disable=g-import-not-at-top
+  try:
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                           _PROCESS_ID.value)
+  except ValueError as e:
+    _fail(str(e))
   logging.info('Config:\n%s', config)
   try:
     train.train_and_evaluate(config, _WORKDIR.value)

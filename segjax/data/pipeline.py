@@ -2,14 +2,15 @@
 padded, masked evaluation passes. TensorFlow stays on the host side; batches
 leave as NumPy arrays for `segjax.training.sharding.to_global_array`.
 
-Each process reads its own slice of a split (`tfds.split_for_jax_process`)
-and produces the local part of the global batch.
+For training, every process follows the same global stream and keeps its
+rows of each global batch; for evaluation, each process reads its own slice
+of the split (`tfds.split_for_jax_process`).
 
 Determinism and resume: the training stream is a pure function of
-(data set, seed, global batch size, process layout): epoch e is a permutation
-seeded by (seed, e), and example i of it is augmented with stateless random
-ops seeded by (seed, process, e, i). The position (e, i) of step s follows
-from s (`stream_position`), and a resumed run starts right there.
+(data set, seed, global batch size), whatever the process layout: epoch e is
+a permutation seeded by (seed, e), and example i of it is augmented with
+stateless random ops seeded by (seed, e, i). The position (e, i) of step s
+follows from s (`stream_position`), and a resumed run starts right there.
 
 Map functions are plain TF ops marked `do_not_convert`: autograph would
 re-read their source at trace time, for no benefit here.
@@ -56,36 +57,39 @@ def _key(*parts):
   return tf.cast(key, tf.int64)
 
 
-def num_local_examples(data_config, process_count=1):
-  """Examples per epoch of each process's part of the training split."""
+def num_train_examples(data_config):
+  """Examples per epoch of the training stream (the whole training split)."""
   builder = datasets.builder_for(data_config)
-  split = tfds.split_for_jax_process(
-      data_config.train_split, process_index=0, process_count=process_count,
-      drop_remainder=True)
-  return builder.info.splits[split].num_examples
+  return builder.info.splits[data_config.train_split].num_examples
 
 
-def stream_position(step, local_batch_size, examples_per_epoch):
+def stream_position(step, global_batch_size, examples_per_epoch):
   """(epoch, index in epoch) of the first example of training step `step`.
 
-  Every epoch of a process's stream holds exactly `examples_per_epoch`
-  examples (batches run across epoch boundaries), so the position follows
-  from the step; a checkpoint that holds the step holds the position.
+  Every epoch holds exactly `examples_per_epoch` examples and global batches
+  run across epoch boundaries, so the position follows from the step; a
+  checkpoint that holds the step holds the position.
   """
-  return divmod(step * local_batch_size, examples_per_epoch)
+  return divmod(step * global_batch_size, examples_per_epoch)
 
 
 def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
                   start_position=None, process_index=0, process_count=1):
-  """The training stream of this process, as an infinite tf.data.Dataset.
+  """This process's part of the training stream, an infinite tf.data.Dataset.
 
-  The stream is a pure function of (seed, epoch, example index): epoch e is
-  this process's shard read in file order and shuffled with a seed drawn
-  from (seed, e); the example at position i of epoch e is augmented with a
-  stateless seed from (seed, process, e, i). A resumed run starts at
-  `stream_position(start_step, ...)` by building epoch e and skipping i
-  examples of it (they are read, not augmented), so the cost of resuming is
-  bounded by one epoch, not by the step count.
+  The global stream is a pure function of (seed, epoch, example index), the
+  same however many processes share it: epoch e is the whole split read in
+  file order and shuffled with a seed drawn from (seed, e); the example at
+  position i of epoch e is augmented with a stateless seed from
+  (seed, e, i). Global batch s is positions [s * B, (s + 1) * B) of the
+  endless sequence of epochs, and process p keeps rows [p * b, (p + 1) * b)
+  of it (b = B / processes), so 2 processes x 2 devices train on exactly the
+  batches of 1 process x 4. (Each process reads, and with `cache` decodes
+  and holds, the whole split; only its own rows are augmented.)
+
+  A resumed run starts at `stream_position(start_step, ...)` by building
+  epoch e and skipping i examples of it (read, not augmented): the cost of
+  resuming is bounded by one epoch, not by the step count.
 
   Args:
     data_config: `config.data`: name, data_dir, manual_dir, train_split,
@@ -94,28 +98,26 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
     seed: data seed (shuffle order and augmentation).
     start_step: first step to produce (resume).
     start_position: (epoch, index) to start at instead, e.g. a checkpoint's
-      saved position when the batch size or process count changed since.
+      saved position when the batch size changed since.
     process_index, process_count: this process's place among the hosts.
 
   Returns:
     A tf.data.Dataset of dicts of local batches: 'image' [b, H, W, 3] uint8
     (float32 if the spec ends in `normalize`), 'labels' [b, H, W] int32
-    (255 = ignore), with b = global / processes. H and W are static when the
-    augmentation ends in a fixed size (e.g. `crop(h, w)`).
+    (255 = ignore). H and W are static when the augmentation ends in a fixed
+    size (e.g. `crop(h, w)`).
   """
   spec = datasets.get_spec(data_config.name)
   builder = datasets.builder_for(data_config)
   local_batch = _local_batch_size(global_batch_size, process_count)
-  split = tfds.split_for_jax_process(
-      data_config.train_split, process_index=process_index,
-      process_count=process_count, drop_remainder=True)
-  base = _read(builder, split, spec)
+  base = _read(builder, data_config.train_split, spec)
   if data_config.get('cache', True):
     base = base.cache()  # Decoded once, in memory, shared by all epochs.
-  num_examples = builder.info.splits[split].num_examples
+  num_examples = builder.info.splits[data_config.train_split].num_examples
   buffer = min(data_config.get('shuffle_buffer', 10_000), num_examples)
   start_epoch, start_index = start_position or stream_position(
-      start_step, local_batch, num_examples)
+      start_step, global_batch_size, num_examples)
+  first = start_epoch * num_examples + start_index  # Global row 0.
   transform = augment.build(data_config.get('augment'))
 
   @tf.autograph.experimental.do_not_convert
@@ -129,13 +131,21 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
         lambda index, example: (epoch, index, example))
 
   @tf.autograph.experimental.do_not_convert
+  def mine(epoch, index, example):
+    del example
+    row = (epoch * num_examples + index - first) % global_batch_size
+    return row // local_batch == process_index
+
+  @tf.autograph.experimental.do_not_convert
   def augment_one(epoch, index, example):
-    example = transform(example, _key(seed, process_index, epoch, index))
+    example = transform(example, _key(seed, epoch, index))
     return {'image': example['image'],
             'labels': tf.cast(example['labels'], tf.int32)}
 
   ds = tf.data.Dataset.range(start_epoch, _FOREVER).flat_map(epoch_stream)
   ds = ds.skip(start_index)
+  if process_count > 1:
+    ds = ds.filter(mine)
   ds = ds.map(augment_one, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(local_batch, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())

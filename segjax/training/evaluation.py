@@ -48,11 +48,13 @@ class Evaluator:
     self.mesh, self.record = mesh, record
     self.num_classes = spec.num_classes
     self.ignore_index = config.data.get('ignore_index', 255)
-    data_sharding = sharding_lib.batch_sharding(mesh)
     self._step = jax.jit(
         steps_lib.make_eval_step(model, self.num_classes, self.ignore_index),
-        in_shardings=(variable_shardings, data_sharding),
-        out_shardings=(sharding_lib.replicated(mesh), data_sharding))
+        in_shardings=(variable_shardings, None),  # Batch: as given.
+        # Predictions split by rows only, so each process holds whole maps
+        # of its rows (for the image panel).
+        out_shardings=(sharding_lib.replicated(mesh),
+                       sharding_lib.batch_sharding(mesh, 1)))
 
   def evaluate(self, variables, step, split, tag=None):
     """One pass over `split`; writes a metrics row and a prediction panel.

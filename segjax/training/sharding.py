@@ -1,11 +1,27 @@
 """The device mesh and how arrays are laid out on it.
 
 segjax's train step is one `jax.jit` over global arrays with `NamedSharding`s
-(the modern pjit): the batch is split along its first axis over the mesh's
-'data' axis, and the state is replicated. XLA's SPMD partitioner inserts the
-gradient all-reduce itself, batch norm sees the global batch, and the same
-program runs on 1 CPU, 8 GPUs or a multi-host TPU slice.
+(the modern pjit). The mesh comes from `config.mesh`, a tuple of
+(axis name, size) pairs, one size -1 (all remaining devices):
+
+  (('data', -1),)                  pure data parallelism (the default)
+  (('data', -1), ('fsdp', 4))      ... and parameters / optimizer state split
+                                   FSDP-style over 4 devices
+  (('data', -1), ('spatial', 2))   ... and every image's rows split over 2
+                                   devices (large images)
+
+The batch is split along its first axis over 'data' and 'fsdp' together (an
+FSDP group still sees different examples); with 'spatial', image and label
+maps are also split along their height, and XLA's SPMD partitioner inserts
+the halo exchanges convolutions need. The state is replicated, except for
+leaves of at least `fsdp_min_size` elements when the mesh has 'fsdp': those
+are split along their largest dimension that 'fsdp' divides (and gathered
+by XLA where a layer needs them whole). Gradient reductions are XLA's too;
+batch norm sees the global batch; the same program runs on 1 CPU, 8 GPUs or
+a multi-host TPU slice.
 """
+
+import math
 
 import jax
 from jax.sharding import Mesh
@@ -13,7 +29,12 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
+from segjax.errors import ConfigError
+
 DATA_AXIS = 'data'
+FSDP_AXIS = 'fsdp'
+SPATIAL_AXIS = 'spatial'
+_AXES = (DATA_AXIS, FSDP_AXIS, SPATIAL_AXIS)
 
 
 def make_mesh(devices=None):
@@ -22,29 +43,78 @@ def make_mesh(devices=None):
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
-def batch_sharding(mesh):
-  """Leading (batch) axis split over 'data'; the other axes whole."""
-  return NamedSharding(mesh, P(DATA_AXIS))
+def mesh_from_config(axes=None, devices=None):
+  """The mesh `config.mesh` describes (None: all devices on 'data').
+
+  Raises:
+    ConfigError: unknown axis names, or sizes that do not multiply to the
+      device count.
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  if not axes:
+    return make_mesh(devices)
+  axes = [(str(name), int(size)) for name, size in axes]
+  names = [name for name, _ in axes]
+  if set(names) - set(_AXES) or len(set(names)) != len(names) or (
+      DATA_AXIS not in names):
+    raise ConfigError(f'config.mesh={axes}: axes must be distinct, include '
+                      f'{DATA_AXIS!r} and come from {_AXES}.')
+  known = math.prod(size for _, size in axes if size != -1)
+  sizes = [len(devices) // known if size == -1 else size
+           for _, size in axes]
+  if math.prod(sizes) != len(devices) or sum(s == -1 for _, s in axes) > 1:
+    raise ConfigError(f'config.mesh={axes} does not fit the {len(devices)} '
+                      'devices (at most one size may be -1).')
+  array = np.asarray(devices).reshape(sizes)
+  return Mesh(array, tuple(names))
+
+
+def _batch_axes(mesh):
+  axes = tuple(a for a in (DATA_AXIS, FSDP_AXIS) if a in mesh.axis_names)
+  return axes if len(axes) > 1 else axes[0]
+
+
+def batch_sharding(mesh, ndim=1):
+  """Sharding of a batch leaf of rank `ndim`: rows over the batch axes and,
+  for maps ([B, H, W(, C)]) on a mesh with 'spatial', height over it."""
+  if ndim >= 3 and SPATIAL_AXIS in mesh.axis_names:
+    return NamedSharding(mesh, P(_batch_axes(mesh), SPATIAL_AXIS))
+  return NamedSharding(mesh, P(_batch_axes(mesh)))
 
 
 def replicated(mesh):
   return NamedSharding(mesh, P())
 
 
+def state_sharding(leaf, mesh, fsdp_min_size=2**14):
+  """Sharding of one state leaf (see the module docstring)."""
+  if FSDP_AXIS not in mesh.axis_names or leaf.size < fsdp_min_size:
+    return replicated(mesh)
+  n = mesh.shape[FSDP_AXIS]
+  for dim in sorted(range(leaf.ndim), key=lambda d: -leaf.shape[d]):
+    if leaf.shape[dim] % n == 0:
+      spec = [None] * leaf.ndim
+      spec[dim] = FSDP_AXIS
+      return NamedSharding(mesh, P(*spec))
+  return replicated(mesh)
+
+
 def to_global_array(local_batch, mesh):
   """Turns this process's part of a batch into global `jax.Array`s.
 
   Args:
-    local_batch: dict of NumPy arrays [b_local, ...], this process's examples.
+    local_batch: dict of NumPy arrays [b_local, ...], this process's rows
+      (whole images: a 'spatial' axis must lie within each process).
     mesh: the mesh; the global batch is b_local * process_count.
 
   Returns:
-    The same dict of global jax.Arrays sharded along the batch axis.
+    The same dict of global jax.Arrays, sharded as `batch_sharding`.
   """
-  sharding = batch_sharding(mesh)
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, x),
-      local_batch)
+  def put(x):
+    shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
+    return jax.make_array_from_process_local_data(
+        batch_sharding(mesh, x.ndim), x, shape)
+  return jax.tree.map(put, local_batch)
 
 
 def abstract_batch(local_spec, mesh):
@@ -54,9 +124,9 @@ def abstract_batch(local_spec, mesh):
     local_spec: dict of (shape, dtype) of one local batch.
     mesh: the mesh.
   """
-  sharding = batch_sharding(mesh)
   return {
       k: jax.ShapeDtypeStruct((shape[0] * jax.process_count(),) + shape[1:],
-                              dtype, sharding=sharding)
+                              dtype, sharding=batch_sharding(mesh,
+                                                             len(shape)))
       for k, (shape, dtype) in local_spec.items()
   }

@@ -71,14 +71,16 @@ def from_variables(variables, tx, rng, ema=False):
   )
 
 
-def state_shardings(abstract_state, mesh):
-  """Sharding of every state leaf: replicated (pure data parallelism)."""
-  rep = sharding_lib.replicated(mesh)
-  return jax.tree.map(lambda _: rep, abstract_state)
+def state_shardings(abstract_state, mesh, fsdp_min_size=2**14):
+  """Sharding of every state leaf: replicated, or split over 'fsdp' when the
+  mesh has that axis (`sharding.state_sharding`)."""
+  return jax.tree.map(
+      lambda x: sharding_lib.state_sharding(x, mesh, fsdp_min_size),
+      abstract_state)
 
 
 def create_train_state(model, tx, image_shape, rng, mesh, shardings=None,
-                       ema=False):
+                       ema=False, fsdp_min_size=2**14):
   """Initialises the state already laid out on `mesh`.
 
   The shapes come from `jax.eval_shape` (no compute), the shardings from
@@ -94,16 +96,18 @@ def create_train_state(model, tx, image_shape, rng, mesh, shardings=None,
   """
   init_fn = make_init_fn(model, tx, image_shape, ema)
   if shardings is None:
-    shardings = state_shardings(jax.eval_shape(init_fn, rng), mesh)
+    shardings = state_shardings(jax.eval_shape(init_fn, rng), mesh,
+                                fsdp_min_size)
   state = jax.jit(init_fn, out_shardings=shardings)(rng)
   return state, shardings
 
 
-def abstract_state(model, tx, image_shape, mesh, ema=False):
+def abstract_state(model, tx, image_shape, mesh, ema=False,
+                   fsdp_min_size=2**14):
   """ShapeDtypeStructs (with shardings) of the state: a restore target."""
   init_fn = make_init_fn(model, tx, image_shape, ema)
   abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
-  shardings = state_shardings(abstract, mesh)
+  shardings = state_shardings(abstract, mesh, fsdp_min_size)
   return jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       abstract, shardings)

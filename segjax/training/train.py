@@ -47,7 +47,7 @@ def prepare_workdir(workdir):
   path = epath.Path(workdir)
   try:
     path.mkdir(parents=True, exist_ok=True)
-    probe = path / '.segjax_write_test'
+    probe = path / f'.segjax_write_test_{jax.process_index()}'
     probe.write_text('ok')
     probe.unlink()
   except OSError as e:
@@ -204,21 +204,19 @@ def train_and_evaluate(config, workdir):
         f'({element["image"].shape[1:]}); end config.data.augment='
         f'{config.data.get("augment")!r} with crop(h, w) or resize(h, w).')
   image_shape = tuple(element['image'].shape[1:])
-  local_batch = config.batch_size // jax.process_count()
-  layout = {'examples_per_epoch': pipeline.num_local_examples(
-                config.data, jax.process_count()),
-            'local_batch': local_batch, 'process_count': jax.process_count(),
-            'data_seed': data_seed}
+  layout = {'examples_per_epoch': pipeline.num_train_examples(config.data),
+            'global_batch': config.batch_size, 'data_seed': data_seed}
 
-  mesh = sharding_lib.make_mesh()
+  mesh = sharding_lib.mesh_from_config(config.get('mesh'))
   try:  # Tracing the model's init surfaces its own checks as ValueErrors.
     abstract_vars = jax.eval_shape(
         lambda: state_lib.init_variables(model, image_shape,
                                          jax.random.PRNGKey(0)))
     tx, schedule = optimizer_lib.build_optimizer(
         config, config.num_train_steps, abstract_vars['params'])
-    abstract = state_lib.abstract_state(model, tx, image_shape, mesh,
-                                        ema=bool(ema_decay))
+    abstract = state_lib.abstract_state(
+        model, tx, image_shape, mesh, ema=bool(ema_decay),
+        fsdp_min_size=config.get('fsdp_min_size', 2**14))
   except ValueError as e:
     raise ConfigError(f'config.model: {e}') from e
   shardings = jax.tree.map(lambda x: x.sharding, abstract)
@@ -245,21 +243,21 @@ def train_and_evaluate(config, workdir):
     per_epoch = layout['examples_per_epoch']
     if start_position:  # Continued from a position of another layout.
       consumed = (start_position[0] * per_epoch + start_position[1] +
-                  (step - start_step) * local_batch)
+                  (step - start_step) * config.batch_size)
     else:
-      consumed = step * local_batch
+      consumed = step * config.batch_size
     epoch, index = divmod(consumed, per_epoch)
     return {'step': int(step), 'epoch': int(epoch), 'index': int(index),
             **layout}
 
-  data_sharding = sharding_lib.batch_sharding(mesh)
   train_step = jax.jit(
       steps_lib.make_train_step(
           model, tx, loss_fn, schedule,
           accum_steps=config.get('grad_accum_steps', 1),
           aux_loss_weight=config.get('aux_loss_weight', 0.0),
           ema_decay=ema_decay),
-      in_shardings=(shardings, data_sharding),
+      # The batch keeps the sharding to_global_array gave it.
+      in_shardings=(shardings, None),
       out_shardings=(shardings, sharding_lib.replicated(mesh)),
       donate_argnums=0)
   batch_spec = sharding_lib.abstract_batch({
@@ -318,7 +316,8 @@ def train_and_evaluate(config, workdir):
                                        done - len(history) + 1)
           history = []
           means.update(progress.measure(done))
-          means['epoch'] = done * local_batch / layout['examples_per_epoch']
+          means['epoch'] = position(done)['epoch'] + position(done)[
+              'index'] / layout['examples_per_epoch']
           memory = monitoring.device_memory_in_use()
           if memory is not None:
             means['device_memory_bytes'] = memory

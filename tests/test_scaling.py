@@ -1,0 +1,143 @@
+"""Scaling out: FSDP and spatial partitioning give the plain data-parallel
+step's results; 2 processes x 2 devices train as 1 process x 4 (issue 9)."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from segjax import losses
+from segjax import models
+from segjax.training import optimizer
+from segjax.training import sharding
+from segjax.training import state as state_lib
+from segjax.training import steps
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run_steps(mesh_axes, num_steps=2):
+  """Losses and final params of a tiny U-Net trained on `mesh_axes`."""
+  mesh = sharding.mesh_from_config(mesh_axes)
+  model = models.build('unet', 3, features=(8, 16))
+  config = ml_collections.ConfigDict({
+      'optimizer': {'name': 'adamw', 'learning_rate': 1e-2},
+      'schedule': {'name': 'constant'}})
+  tx, schedule = optimizer.build_optimizer(config, 10)
+  # fsdp_min_size=0: shard every leaf 'fsdp' divides, even in a tiny model.
+  state, shardings = state_lib.create_train_state(
+      model, tx, (32, 32, 3), jax.random.PRNGKey(0), mesh, fsdp_min_size=0)
+  step = jax.jit(steps.make_train_step(
+      model, tx, losses.build_loss({'cross_entropy': 1.0}), schedule),
+                 in_shardings=(shardings, None), donate_argnums=0)
+  rng = np.random.default_rng(0)
+  history = []
+  for _ in range(num_steps):
+    batch = {'image': rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
+             'labels': rng.integers(0, 3, (8, 32, 32)).astype(np.int32)}
+    state, metrics = step(state, sharding.to_global_array(batch, mesh))
+    history.append(float(metrics['loss']))
+  return history, jax.device_get(state.params), shardings
+
+
+def test_fsdp_matches_data_parallel_and_shards_the_parameters():
+  plain_losses, plain_params, _ = _run_steps((('data', 8),))
+  losses_, params, shardings = _run_steps((('data', 2), ('fsdp', 4)))
+  specs = [s.spec for s in jax.tree.leaves(shardings.params)]
+  assert any('fsdp' in spec for spec in specs)
+  np.testing.assert_allclose(losses_, plain_losses, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
+                                                       atol=1e-6),
+               params, plain_params)
+
+
+def test_spatial_partitioning_matches_data_parallel():
+  plain_losses, plain_params, _ = _run_steps((('data', 8),))
+  losses_, params, _ = _run_steps((('data', 2), ('spatial', 4)))
+  np.testing.assert_allclose(losses_, plain_losses, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
+                                                       atol=1e-6),
+               params, plain_params)
+
+
+def test_spatially_sharded_batches_split_image_rows():
+  mesh = sharding.mesh_from_config((('data', -1), ('spatial', 2)))
+  batch = sharding.to_global_array(
+      {'image': np.zeros((4, 32, 16, 3), np.uint8),
+       'mask': np.ones((4,), bool)}, mesh)
+  rows = {s.data.shape for s in batch['image'].addressable_shards}
+  assert rows == {(1, 16, 16, 3)}
+  assert {s.data.shape for s in batch['mask'].addressable_shards} == {(1,)}
+
+
+@pytest.mark.parametrize('axes,message', [
+    ((('model', 8),), 'axes must be distinct'),
+    ((('data', 3),), 'does not fit the 8 devices'),
+    ((('data', -1), ('fsdp', -1)), 'does not fit'),
+])
+def test_bad_mesh_is_a_clear_error(axes, message):
+  with pytest.raises(ValueError, match=message):
+    sharding.mesh_from_config(axes)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def _state(workdir, step):
+  item = str(workdir / 'checkpoints' / str(step) / 'state')
+  checkpointer = ocp.PyTreeCheckpointer()
+  tree = checkpointer.metadata(item).item_metadata.tree
+  return checkpointer.restore(item, restore_args=jax.tree.map(
+      lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree))
+
+
+def test_two_processes_of_two_devices_train_as_one_process_of_four(
+    tfds_dir, tmp_path):
+  flags = ['--config=' + str(REPO / 'experiments' / 'shapes_unet.py') +
+           ':tiny', '--config.num_train_steps=6',
+           '--config.log_every_steps=1', '--config.eval_every_steps=6',
+           '--config.checkpoint_every_steps=6', '--config.num_images_to_save=0']
+  env = dict(os.environ, TFDS_DATA_DIR=tfds_dir,
+             JAX_COMPILATION_CACHE_DIR=str(REPO / '.cache' /
+                                           'jax_compilation'))
+
+  def start(workdir, devices, extra=()):
+    return subprocess.Popen(
+        [sys.executable, '-m', 'segjax.main', f'--workdir={workdir}', *flags,
+         *extra], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, env=dict(env, XLA_FLAGS=(
+            f'--xla_force_host_platform_device_count={devices}')))
+
+  single = start(tmp_path / 'single', 4)
+  port = _free_port()
+  multi = [start(tmp_path / 'multi', 2, [
+      f'--coordinator_address=localhost:{port}', '--num_processes=2',
+      f'--process_id={i}']) for i in range(2)]
+  for proc in [single] + multi:
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+
+  def train_losses(workdir):
+    rows = [json.loads(line) for line in
+            (workdir / 'metrics.jsonl').read_text().splitlines()]
+    return [r['loss'] for r in rows if r['split'] == 'train']
+
+  info = json.loads((tmp_path / 'multi' / 'run_info.json').read_text())
+  assert info['devices']['process_count'] == 2
+  np.testing.assert_allclose(train_losses(tmp_path / 'multi'),
+                             train_losses(tmp_path / 'single'), rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
+                                                       atol=1e-6),
+               _state(tmp_path / 'multi', 6)['params'],
+               _state(tmp_path / 'single', 6)['params'])
