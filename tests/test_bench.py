@@ -28,3 +28,19 @@ def test_models_benchmark_counts_parameters_and_flops():
   # ResNet-18 without classifier (11,176,512) + a 1x1 512 -> 2 classifier.
   assert row['params'] == 11_176_512 + 512 * 2 + 2
   assert row['forward_gflops'] > 0
+
+
+def test_memory_benchmark_shows_what_fsdp_and_spatial_axes_save(capsys):
+  common = ['bench', 'memory', '--backbone', 'resnet18', '--output-stride',
+            '16', '--size', '128', '128']
+  # 8 images on 8 devices, 1 per device: plain vs FSDP-sharded state.
+  assert bench_main.main(common + ['--batch', '8', '--mesh', 'data=8',
+                                   '--mesh', 'data=4,fsdp=2']) == 0
+  # 2 images on 8 devices, each split over 4: a quarter image per device.
+  assert bench_main.main(common + ['--batch', '2', '--mesh',
+                                   'data=2,spatial=4']) == 0
+  plain, fsdp, spatial = [json.loads(l) for l in
+                          capsys.readouterr().out.splitlines()]
+  assert plain['devices'] == 8 and plain['params'] > 0
+  assert fsdp['arguments_gib'] < 0.75 * plain['arguments_gib']
+  assert spatial['temporaries_gib'] < plain['temporaries_gib']

@@ -141,3 +141,30 @@ def test_two_processes_of_two_devices_train_as_one_process_of_four(
                                                        atol=1e-6),
                _state(tmp_path / 'multi', 6)['params'],
                _state(tmp_path / 'single', 6)['params'])
+
+
+def test_tpu_launch_dry_run_prints_every_gcloud_step():
+  result = subprocess.run(
+      [sys.executable, str(REPO / 'experiments' / 'tpu_launch.py'),
+       '--name=seg-tpu', '--zone=us-central2-b', '--accelerator=v4-32',
+       '--spot', '--dry-run', '--', '--config',
+       'experiments/cityscapes_deeplabv3plus.py', '--workdir',
+       'gs://bucket/run'], capture_output=True, text=True, check=True,
+      cwd=REPO)
+  lines = result.stdout.splitlines()
+  assert lines[0].startswith('bash -c ') and 'git ls-files' in lines[0]
+  assert lines[1].startswith('gcloud compute tpus tpu-vm create seg-tpu')
+  assert '--accelerator-type=v4-32' in lines[1] and '--spot' in lines[1]
+  assert 'scp' in lines[2] and '--worker=all' in lines[2]
+  assert 'pip install' in lines[3] and 'jax[tpu]' in lines[3]
+  assert ('python3 -m segjax.main --config '
+          'experiments/cityscapes_deeplabv3plus.py --workdir gs://bucket/run'
+          in lines[4]) and '--worker=all' in lines[4]
+
+
+def test_tpu_launch_needs_the_segjax_flags():
+  result = subprocess.run(
+      [sys.executable, str(REPO / 'experiments' / 'tpu_launch.py'),
+       '--name=x', '--zone=z', '--dry-run'], capture_output=True, text=True,
+      check=False, cwd=REPO)
+  assert result.returncode == 2 and 'after --' in result.stderr

@@ -2,8 +2,11 @@
 
 import sys
 
+from segjax.bench import memory
 from segjax.bench import metrics
 from segjax.bench import models
+from segjax.bench import panoptic
+
 
 def _input(argv):
   # Imported on demand: it loads TensorFlow, the others must not.
@@ -13,8 +16,10 @@ def _input(argv):
 
 BENCHMARKS = {
     'input': _input,
+    'memory': memory.main,
     'metrics': metrics.main,
     'models': models.main,
+    'pq': panoptic.main,
 }
 
 

@@ -11,6 +11,7 @@ different, wrong number.
   confusion_matrix      ->   segmentation_scores   (mean_iou: both at once)
   binary_stats          ->   binary_scores_from_stats  (binary_scores: both)
   boundary_iou_stats    ->   boundary_iou_from_stats   (boundary_iou: both)
+  panoptic_stats        ->   panoptic_scores       (panoptic quality)
 
 Public wrappers validate concrete (eager) inputs with clear ValueErrors and
 call jitted cores; under `jit` they skip the checks.
@@ -26,6 +27,8 @@ from segjax.metrics.confusion import confusion_matrix
 from segjax.metrics.confusion import mean_iou
 from segjax.metrics.confusion import per_image_mean_iou
 from segjax.metrics.confusion import segmentation_scores
+from segjax.metrics.panoptic import panoptic_scores
+from segjax.metrics.panoptic import panoptic_stats
 
 __all__ = [
     'binary_scores',
@@ -36,6 +39,8 @@ __all__ = [
     'boundary_iou_stats',
     'confusion_matrix',
     'mean_iou',
+    'panoptic_scores',
+    'panoptic_stats',
     'per_image_mean_iou',
     'segmentation_scores',
 ]

@@ -40,6 +40,10 @@ def add_trainer_options(config):
       # Stop before training when the compiled step needs more bytes per
       # device than this (None: the device's own limit where reported).
       'memory_limit_bytes': _placeholder(int),
+      # Device mesh: (axis, size) pairs over 'data', 'fsdp', 'spatial'
+      # (docs/scaling.md); state leaves this large are split over 'fsdp'.
+      'mesh': (('data', -1),),
+      'fsdp_min_size': 2**14,
   }
   for key, value in defaults.items():
     if key not in config:
