@@ -12,41 +12,24 @@ and the ratios between them. Times are medians of --repeats calls.
 
 import argparse
 import json
-import os
 import pathlib
-import statistics
-import subprocess
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from segjax import metrics
+from segjax.bench import peer as peer_lib
 from segjax.metrics import confusion as metrics_lib
 
 
-def _median_time(fn, repeats):
-  fn()  # Compile / warm up.
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 def _peer(args):
-  python = args.peer_python or os.path.expanduser('~/.venvs/peer/bin/python')
-  script = args.peer_script
-  if not (os.path.exists(python) and os.path.exists(script)):
-    return None
-  out = subprocess.run(
-      [python, script, '--what', 'miou', '--batch', str(args.batch),
+  return peer_lib.run_peer(
+      args.peer_python, args.peer_script,
+      ['--what', 'miou', '--batch', str(args.batch),
        '--height', str(args.height), '--width', str(args.width),
        '--classes', str(args.classes), '--repeats', str(args.repeats)],
-      capture_output=True, text=True, check=True, timeout=1800)
-  return json.loads(out.stdout.strip().splitlines()[-1])
+      timeout=1800)
 
 
 def main(argv):
@@ -75,7 +58,7 @@ def main(argv):
   c = args.classes
 
   dev_labels, dev_preds = jax.device_put(labels), jax.device_put(predictions)
-  segjax_s = _median_time(
+  segjax_s = peer_lib.median_time(
       lambda: metrics.confusion_matrix(dev_labels, dev_preds, c,
                                        method=args.method).block_until_ready(),
       args.repeats)
@@ -86,14 +69,14 @@ def main(argv):
       lambda: jax.block_until_ready(jnp.max(dev_labels) + jnp.max(dev_preds)),
       lambda: (labels.max(), predictions.max()),
   ]
-  read_s = min(_median_time(f, args.repeats) for f in readers)
+  read_s = min(peer_lib.median_time(f, args.repeats) for f in readers)
 
   def numpy_cm():
     valid = labels != 255
     return np.bincount(labels[valid] * c + predictions[valid],
                        minlength=c * c).reshape(c, c)
 
-  numpy_s = _median_time(numpy_cm, args.repeats)
+  numpy_s = peer_lib.median_time(numpy_cm, args.repeats)
   np.testing.assert_array_equal(
       metrics.confusion_matrix(dev_labels, dev_preds, c), numpy_cm())
 

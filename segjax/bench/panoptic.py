@@ -19,29 +19,16 @@ and the ratios. Times are medians of --repeats calls.
 
 import argparse
 import json
-import os
 import pathlib
-import statistics
-import subprocess
-import time
 
 import jax
 import numpy as np
 
 from segjax import metrics
+from segjax.bench import peer as peer_lib
 from segjax.metrics import panoptic as panoptic_lib
 
 VOID = 255
-
-
-def _median_time(fn, repeats):
-  fn()  # Compile / warm up.
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def synthetic_pair(rng, height, width, segments, num_categories, num_things,
@@ -115,17 +102,13 @@ def numpy_stats(pred, gt, num_categories, label_divisor):
 
 
 def _peer(args):
-  python = args.peer_python or os.path.expanduser('~/.venvs/peer/bin/python')
-  script = args.peer_script
-  if not (os.path.exists(python) and os.path.exists(script)):
-    return None
-  out = subprocess.run(
-      [python, script, '--what', 'pq', '--batch', str(args.batch),
+  return peer_lib.run_peer(
+      args.peer_python, args.peer_script,
+      ['--what', 'pq', '--batch', str(args.batch),
        '--height', str(args.height), '--width', str(args.width),
        '--segments', str(args.segments),
        '--repeats', str(args.peer_repeats)],
-      capture_output=True, text=True, check=True, timeout=3600)
-  return json.loads(out.stdout.strip().splitlines()[-1])
+      timeout=3600)
 
 
 def main(argv):
@@ -174,8 +157,8 @@ def main(argv):
           **kwargs)
     return jax.block_until_ready(stats)
 
-  segjax_s = _median_time(segjax_stats, args.repeats) / args.batch
-  numpy_s = _median_time(
+  segjax_s = peer_lib.median_time(segjax_stats, args.repeats) / args.batch
+  numpy_s = peer_lib.median_time(
       lambda: numpy_stats(pred, gt, args.categories, args.label_divisor),
       max(1, args.repeats // 5)) / args.batch
   stats = segjax_stats()
