@@ -17,9 +17,9 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
+from saved_checkpoints import read_state
 from experiments import shapes_unet
 from segjax.errors import ConfigError
 from segjax.training import train
@@ -80,15 +80,6 @@ def _start_and_interrupt(cmd, env, workdir, at_step, sig):
   return stderr
 
 
-def _state(workdir, step):
-  """The saved TrainState at `step` as NumPy arrays (Orbax, directly)."""
-  item = str(workdir / 'checkpoints' / str(step) / 'state')
-  checkpointer = ocp.PyTreeCheckpointer()
-  tree = checkpointer.metadata(item).item_metadata.tree
-  return checkpointer.restore(item, restore_args=jax.tree.map(
-      lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree))
-
-
 def _assert_bit_identical(a, b):
   leaves_a, tree_a = jax.tree.flatten(a)
   leaves_b, tree_b = jax.tree.flatten(b)
@@ -102,7 +93,7 @@ def reference(tmp_path_factory, subprocess_env):
   """The final state of an uninterrupted run."""
   workdir = tmp_path_factory.mktemp('reference')
   _run(_command(workdir, '--config.checkpoint_every_steps=4'), subprocess_env)
-  return _state(workdir, STEPS)
+  return read_state(workdir, STEPS)
 
 
 @pytest.fixture(scope='module')
@@ -124,7 +115,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(
   assert saved and saved[-1] < STEPS, (at_step, saved)
   stderr = _run(cmd, subprocess_env)
   assert f'Resuming from checkpoint at step {saved[-1]}' in stderr
-  _assert_bit_identical(_state(tmp_path, STEPS), reference)
+  _assert_bit_identical(read_state(tmp_path, STEPS), reference)
 
 
 def test_sigterm_saves_the_current_step_and_resume_is_bit_identical(
@@ -144,7 +135,7 @@ def test_sigterm_saves_the_current_step_and_resume_is_bit_identical(
   assert position['step'] == saved[0]
   assert (position['epoch'], position['index']) == divmod(saved[0] * 8, 64)
   _run(cmd, subprocess_env)
-  _assert_bit_identical(_state(tmp_path, STEPS), reference)
+  _assert_bit_identical(read_state(tmp_path, STEPS), reference)
 
 
 def test_checkpoint_from_4_devices_resumes_on_2(reference, subprocess_env,
@@ -161,7 +152,7 @@ def test_checkpoint_from_4_devices_resumes_on_2(reference, subprocess_env,
   # to float tolerance, not bit for bit, compared with 8 devices throughout.
   jax.tree.map(
       lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4),
-      _state(tmp_path, STEPS)['params'], reference['params'])
+      read_state(tmp_path, STEPS)['params'], reference['params'])
 
 
 def _config(tfds_dir, **fields):

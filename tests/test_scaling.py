@@ -11,9 +11,9 @@ import sys
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
+from saved_checkpoints import read_state
 from segjax import losses
 from segjax import models
 from segjax.training import optimizer
@@ -94,14 +94,6 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _state(workdir, step):
-  item = str(workdir / 'checkpoints' / str(step) / 'state')
-  checkpointer = ocp.PyTreeCheckpointer()
-  tree = checkpointer.metadata(item).item_metadata.tree
-  return checkpointer.restore(item, restore_args=jax.tree.map(
-      lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree))
-
-
 def test_two_processes_of_two_devices_train_as_one_process_of_four(
     tfds_dir, tmp_path):
   flags = ['--config=' + str(REPO / 'experiments' / 'shapes_unet.py') +
@@ -139,8 +131,8 @@ def test_two_processes_of_two_devices_train_as_one_process_of_four(
                              train_losses(tmp_path / 'single'), rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
                                                        atol=1e-6),
-               _state(tmp_path / 'multi', 6)['params'],
-               _state(tmp_path / 'single', 6)['params'])
+               read_state(tmp_path / 'multi', 6)['params'],
+               read_state(tmp_path / 'single', 6)['params'])
 
 
 def test_tpu_launch_dry_run_prints_every_gcloud_step():

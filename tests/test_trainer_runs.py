@@ -5,9 +5,9 @@ import json
 import flax
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
+from saved_checkpoints import read_state
 from experiments import shapes_unet
 from segjax import losses
 from segjax import models
@@ -42,17 +42,8 @@ def _rows(workdir):
           (workdir / 'metrics.jsonl').read_text().splitlines()]
 
 
-def _restore(workdir, step):
-  """A checkpoint's state as NumPy arrays, read with Orbax directly."""
-  item = str(workdir / 'checkpoints' / str(step) / 'state')
-  checkpointer = ocp.PyTreeCheckpointer()
-  tree = checkpointer.metadata(item).item_metadata.tree
-  return checkpointer.restore(item, restore_args=jax.tree.map(
-      lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree))
-
-
 def _saved_params(workdir, step):
-  return _restore(workdir, step)['params']
+  return read_state(workdir, step)['params']
 
 
 def test_guard_names_the_step_and_the_first_non_finite_term():
@@ -119,7 +110,7 @@ def test_ema_is_evaluated_and_every_training_value_is_logged(tfds_dir,
     assert key in last and np.isfinite(last[key]), key
   assert last['achieved_flops_per_s'] > 0
   # EMA and raw weights were both saved; they differ after training.
-  restored = _restore(tmp_path, 4)
+  restored = read_state(tmp_path, 4)
   raw, ema = restored['params'], restored['ema_params']
   assert jax.tree.structure(raw) == jax.tree.structure(ema)
   assert any(not np.array_equal(a, b) for a, b in

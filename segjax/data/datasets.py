@@ -54,7 +54,6 @@ _BUILDER_MODULES = (ade20k, camvid, cityscapes_panoptic, dsb2018, shapes)
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
   """What a data set's labels mean and how to standardise its examples."""
-  num_classes: int
   class_names: Sequence[str]
   thing_classes: Sequence[int]
   standardize: Callable[[dict], dict]
@@ -64,6 +63,10 @@ class DatasetSpec:
   prepare: Optional[str] = None
   # The TFDS data set to read when it is not the segjax name itself.
   tfds_name: Optional[str] = None
+
+  @property
+  def num_classes(self):
+    return len(self.class_names)
 
 
 @tf.autograph.experimental.do_not_convert
@@ -82,29 +85,25 @@ def _standardize_semantic(example):
 
 
 def _pets(class_names, standardize):
-  return DatasetSpec(
-      num_classes=len(class_names), class_names=class_names,
+  return DatasetSpec( class_names=class_names,
       thing_classes=pets.THING_CLASSES, standardize=standardize,
       prepare='download', tfds_name='oxford_iiit_pet')
 
 
 DATASETS = {
     'shapes': DatasetSpec(
-        num_classes=shapes_render.NUM_CLASSES,
         class_names=shapes_render.CLASS_NAMES,
         thing_classes=shapes_render.THING_CLASSES,
         standardize=_standardize_shapes,
         prepare='generated',
     ),
     'camvid': DatasetSpec(
-        num_classes=len(camvid.CLASS_NAMES),
         class_names=camvid.CLASS_NAMES,
         thing_classes=(),
         standardize=_standardize_semantic,
         prepare='manual',
     ),
     'dsb2018': DatasetSpec(
-        num_classes=len(dsb2018.CLASS_NAMES),
         class_names=dsb2018.CLASS_NAMES,
         thing_classes=dsb2018.THING_CLASSES,
         standardize=dsb2018.standardize,
@@ -113,28 +112,24 @@ DATASETS = {
     # TFDS's builder; configs semantic_segmentation (gtFine, the default)
     # and semantic_segmentation_extra (gtCoarse).
     'cityscapes': DatasetSpec(
-        num_classes=len(cityscapes.CLASS_NAMES),
         class_names=cityscapes.CLASS_NAMES,
         thing_classes=cityscapes.THING_CLASSES,
         standardize=cityscapes.standardize_semantic,
         prepare='manual',
     ),
     'cityscapes_panoptic': DatasetSpec(
-        num_classes=len(cityscapes.CLASS_NAMES),
         class_names=cityscapes.CLASS_NAMES,
         thing_classes=cityscapes.THING_CLASSES,
         standardize=cityscapes_panoptic.standardize,
         prepare='manual',
     ),
     'coco/2017_panoptic': DatasetSpec(
-        num_classes=len(coco_panoptic.CLASS_NAMES),
         class_names=coco_panoptic.CLASS_NAMES,
         thing_classes=coco_panoptic.THING_CLASSES,
         standardize=coco_panoptic.standardize,
         prepare='download',
     ),
     'ade20k': DatasetSpec(
-        num_classes=len(ade20k.CLASS_NAMES),
         class_names=ade20k.CLASS_NAMES,
         thing_classes=(),
         standardize=_standardize_semantic,

@@ -62,23 +62,24 @@ def flops_of(compiled):
   return float(flops) if flops is not None else None
 
 
-def device_memory_in_use():
-  """Bytes in use on the first local device, or None where the backend does
-  not report it (XLA:CPU)."""
+def _memory_stat(key):
+  """One of the first local device's memory statistics, or None where the
+  backend does not report it (XLA:CPU)."""
   try:
     stats = jax.local_devices()[0].memory_stats()
   except Exception:  # pylint: disable=broad-except  (backend-specific)
     return None
-  return (stats or {}).get('bytes_in_use')
+  return (stats or {}).get(key)
+
+
+def device_memory_in_use():
+  """Bytes in use on the first local device, or None (see _memory_stat)."""
+  return _memory_stat('bytes_in_use')
 
 
 def device_memory_limit():
-  """Bytes the first local device can hold, or None where unknown (CPU)."""
-  try:
-    stats = jax.local_devices()[0].memory_stats()
-  except Exception:  # pylint: disable=broad-except  (backend-specific)
-    return None
-  return (stats or {}).get('bytes_limit')
+  """Bytes the first local device can hold, or None (see _memory_stat)."""
+  return _memory_stat('bytes_limit')
 
 
 class StopSignal:

@@ -304,6 +304,7 @@ def train_and_evaluate(config, workdir):
         state, step_metrics = compiled_train_step(state, batch)
         history.append(step_metrics)
         done = step + 1
+        here = position(done)  # The stream position after this step.
         last = done == config.num_train_steps
         evaluating = last or done % config.eval_every_steps == 0
         preempted = stop.received or checkpointer.reached_preemption(done)
@@ -316,8 +317,8 @@ def train_and_evaluate(config, workdir):
                                        done - len(history) + 1)
           history = []
           means.update(progress.measure(done))
-          means['epoch'] = position(done)['epoch'] + position(done)[
-              'index'] / layout['examples_per_epoch']
+          means['epoch'] = (here['epoch'] +
+                            here['index'] / layout['examples_per_epoch'])
           memory = monitoring.device_memory_in_use()
           if memory is not None:
             means['device_memory_bytes'] = memory
@@ -329,7 +330,7 @@ def train_and_evaluate(config, workdir):
           if best_tag in results:
             best = {best_metric: results[best_tag][best_metric]}
         # After an evaluation always, so the best checkpoint is one of them.
-        checkpointer.save(done, state, position(done), metrics=best,
+        checkpointer.save(done, state, here, metrics=best,
                           force=last or preempted or best is not None)
         if preempted:
           logging.warning(
