@@ -64,14 +64,26 @@ def _logged_steps(workdir):
           if r['split'] == 'train']
 
 
-def _start_and_interrupt(cmd, env, workdir, at_step, sig):
-  """Starts `cmd`, sends `sig` once step `at_step` is logged; returns the
-  process's stderr."""
+def _finalized_checkpoints(workdir):
+  # Orbax writes into a temporary folder and renames it to `<step>` when the
+  # (async) save is complete, so a bare step number means a finished save.
+  folder = workdir / 'checkpoints'
+  if not folder.exists():
+    return []
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+
+def _start_and_interrupt(cmd, env, workdir, at_step, sig,
+                         need_checkpoint=False):
+  """Starts `cmd`, sends `sig` once step `at_step` is logged (and, with
+  `need_checkpoint`, once a save has finished); returns the process's
+  stderr."""
   proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 240
   while time.time() < deadline and proc.poll() is None:
-    if max(_logged_steps(workdir), default=0) >= at_step:
+    if (max(_logged_steps(workdir), default=0) >= at_step and
+        (not need_checkpoint or _finalized_checkpoints(workdir))):
       break
     time.sleep(0.01)
   assert proc.poll() is None, 'the run ended before it could be interrupted'
@@ -108,10 +120,12 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(
     reference, subprocess_env, tmp_path):
   at_step = random.Random().randrange(5, STEPS - 2)
   cmd = _command(tmp_path, '--config.checkpoint_every_steps=4')
+  # The async save of step 4 may still be running at step 5; waiting for a
+  # finished one keeps the test about resuming (a kill before any finished
+  # save simply restarts from step 0).
   _start_and_interrupt(cmd, subprocess_env, tmp_path, at_step,
-                       signal.SIGKILL)
-  saved = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()
-                 if p.name.isdigit())
+                       signal.SIGKILL, need_checkpoint=True)
+  saved = _finalized_checkpoints(tmp_path)
   assert saved and saved[-1] < STEPS, (at_step, saved)
   stderr = _run(cmd, subprocess_env)
   assert f'Resuming from checkpoint at step {saved[-1]}' in stderr
@@ -125,8 +139,7 @@ def test_sigterm_saves_the_current_step_and_resume_is_bit_identical(
   cmd = _command(tmp_path, '--config.checkpoint_every_steps=1000')
   stderr = _start_and_interrupt(cmd, subprocess_env, tmp_path, at_step,
                                 signal.SIGTERM)
-  saved = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()
-                 if p.name.isdigit())
+  saved = _finalized_checkpoints(tmp_path)
   assert len(saved) == 1 and at_step <= saved[0] < STEPS, (at_step, saved)
   assert f'Stop requested (SIGTERM): saved step {saved[0]}' in stderr
   position = json.loads(
