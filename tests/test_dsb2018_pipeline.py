@@ -3,58 +3,17 @@
 import json
 
 import numpy as np
-from PIL import Image
 import pytest
 
-from segjax.data import dsb2018
+import synthetic_dsb
 from segjax.data import pipeline
-
-# Sizes (H, W) of the synthetic copy's images, by split.
-_SIZES = {'train': [(20, 24), (16, 16), (24, 18)],
-          'validation': [(12, 20), (18, 14), (16, 16)],
-          'test': [(10, 10)]}
-
-
-def _ids():
-  """Image ids that land in each split by the builder's own rule."""
-  want = {split: len(sizes) for split, sizes in _SIZES.items()}
-  ids = {split: [] for split in want}
-  n = 0
-  while any(len(ids[s]) < want[s] for s in want):
-    image_id = f'img{n:04d}'
-    split = dsb2018.split_of(image_id)
-    if len(ids[split]) < want[split]:
-      ids[split].append(image_id)
-    n += 1
-  return ids
 
 
 @pytest.fixture(scope='module')
 def dsb_copy(tmp_path_factory):
-  """Kaggle layout with discs as nuclei; returns (manual_dir, truth) where
-  truth[image_id] = [H, W] semantic map (1 on nuclei)."""
+  """(manual_dir, truth): see synthetic_dsb.write_copy."""
   root = tmp_path_factory.mktemp('dsb')
-  rng = np.random.default_rng(0)
-  truth = {}
-  for split, image_ids in _ids().items():
-    for image_id, (h, w) in zip(image_ids, _SIZES[split]):
-      d = root / 'stage1_train' / image_id
-      (d / 'images').mkdir(parents=True)
-      (d / 'masks').mkdir()
-      image = rng.integers(0, 60, (h, w, 4), dtype=np.uint8)
-      image[..., 3] = 255
-      semantic = np.zeros((h, w), np.uint8)
-      yy, xx = np.mgrid[:h, :w]
-      for k in range(2):
-        cy, cx = rng.integers(3, h - 3), rng.integers(3, w - 3)
-        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 4
-        image[disc, :3] = 220  # Bright nuclei on a dark background.
-        semantic |= disc
-        Image.fromarray(disc.astype(np.uint8) * 255).save(
-            d / 'masks' / f'{k}.png')
-      Image.fromarray(image, 'RGBA').save(d / 'images' / f'{image_id}.png')
-      truth[image_id] = semantic
-  return root, truth
+  return root, synthetic_dsb.write_copy(root)
 
 
 def _data_config(manual_dir, data_dir, **kw):
@@ -83,7 +42,7 @@ def test_mixed_size_eval_pads_each_batch_with_ignored_labels(dsb_copy,
       assert (labels[h:] == 255).all() and (labels[:, w:] == 255).all()
       assert not image[h:].any() and not image[:, w:].any()
       seen.append(labels[:h, :w])
-  expected = [truth[i] for i in _ids()['validation']]
+  expected = [truth[i] for i in synthetic_dsb.ids()['validation']]
   assert len(seen) == 3
   for want in expected:
     assert any(s.shape == want.shape and (s == want).all() for s in seen)

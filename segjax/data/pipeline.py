@@ -22,6 +22,7 @@ import numpy as np
 
 from segjax.data import augment
 from segjax.data import datasets
+from segjax.data import panoptic_targets as targets_lib
 from segjax.data.tf_host import tf
 from segjax.errors import ConfigError
 import tensorflow_datasets as tfds  # pylint: disable=g-bad-import-order
@@ -74,7 +75,8 @@ def stream_position(step, global_batch_size, examples_per_epoch):
 
 
 def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
-                  start_position=None, process_index=0, process_count=1):
+                  start_position=None, process_index=0, process_count=1,
+                  panoptic_targets=None):
   """This process's part of the training stream, an infinite tf.data.Dataset.
 
   The global stream is a pure function of (seed, epoch, example index), the
@@ -100,12 +102,18 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
     start_position: (epoch, index) to start at instead, e.g. a checkpoint's
       saved position when the batch size changed since.
     process_index, process_count: this process's place among the hosts.
+    panoptic_targets: None, or keyword arguments of
+      `segjax.data.panoptic_targets.panoptic_targets` (thing_classes, sigma,
+      small_instance_area, ...): Panoptic-DeepLab's targets are then made
+      from each augmented example's instance map.
 
   Returns:
     A tf.data.Dataset of dicts of local batches: 'image' [b, H, W, 3] uint8
     (float32 if the spec ends in `normalize`), 'labels' [b, H, W] int32
-    (255 = ignore). H and W are static when the augmentation ends in a fixed
-    size (e.g. `crop(h, w)`).
+    (255 = ignore), and with `panoptic_targets` also 'center_heatmap',
+    'center_weights', 'offset_weights', 'semantic_weights' [b, H, W] and
+    'center_offsets' [b, H, W, 2], float32. H and W are static when the
+    augmentation ends in a fixed size (e.g. `crop(h, w)`).
   """
   spec = datasets.get_spec(data_config.name)
   builder = datasets.builder_for(data_config)
@@ -119,6 +127,9 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
       start_step, global_batch_size, num_examples)
   first = start_epoch * num_examples + start_index  # Global row 0.
   transform = augment.build(data_config.get('augment'))
+  if panoptic_targets is not None and 'instances' not in base.element_spec:
+    raise ConfigError(f'{data_config.name!r} has no instance maps, which '
+                      'a panoptic model needs for its targets.')
 
   @tf.autograph.experimental.do_not_convert
   def epoch_stream(epoch):
@@ -138,9 +149,16 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
 
   @tf.autograph.experimental.do_not_convert
   def augment_one(epoch, index, example):
+    if panoptic_targets is None:
+      example.pop('instances', None)  # Not needed: not augmented.
     example = transform(example, _key(seed, epoch, index))
-    return {'image': example['image'],
-            'labels': tf.cast(example['labels'], tf.int32)}
+    out = {'image': example['image'],
+           'labels': tf.cast(example['labels'], tf.int32)}
+    if panoptic_targets is not None:
+      # From the augmented maps: centers of the instances' visible parts.
+      out.update(targets_lib.panoptic_targets(
+          out['labels'], example['instances'], **panoptic_targets))
+    return out
 
   ds = tf.data.Dataset.range(start_epoch, _FOREVER).flat_map(epoch_stream)
   ds = ds.skip(start_index)
@@ -152,7 +170,7 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
 
 
 def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
-                 process_count=1):
+                 process_count=1, with_instances=False):
   """One pass over `split`, padded so every example is seen exactly once.
 
   Examples go through `config.data.eval_preprocess` (deterministic ops such
@@ -167,9 +185,14 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
   one fixed size (e.g. `eval_preprocess='pad(1040, 1388)'`), since their
   batches must have equal shapes.
 
+  Args:
+    with_instances: also yield 'instances' [b, H, W] int32 (0 = none), for
+      panoptic and instance scores.
+
   Returns:
     (num_batches, dataset) where dataset yields local batches with 'image'
-    [b, H, W, 3] uint8, 'labels' [b, H, W] int32, 'mask' [b] bool.
+    [b, H, W, 3] uint8, 'labels' [b, H, W] int32, 'mask' [b] bool (and
+    'instances').
   """
   spec = datasets.get_spec(data_config.name)
   builder = datasets.builder_for(data_config)
@@ -187,10 +210,17 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
 
   @tf.autograph.experimental.do_not_convert
   def keep(example):
+    if not with_instances:
+      example.pop('instances', None)
+    elif 'instances' not in example:
+      raise ConfigError(f'{data_config.name!r} has no instance maps.')
     example = transform(example, tf.constant([0, 0], tf.int64))
-    return {'image': example['image'],
-            'labels': tf.cast(example['labels'], tf.int32),
-            'mask': tf.constant(True)}
+    out = {'image': example['image'],
+           'labels': tf.cast(example['labels'], tf.int32),
+           'mask': tf.constant(True)}
+    if with_instances:
+      out['instances'] = tf.cast(example['instances'], tf.int32)
+    return out
 
   @tf.autograph.experimental.do_not_convert
   def blank(example):
@@ -209,11 +239,14 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
         lambda t: tf.zeros(t.shape, t.dtype), ds.element_spec))
   else:  # A blank copy of the first example (fixed-size data has one).
     padding = ds.take(1).map(blank)
+  padding_values = {
+      'image': tf.zeros([], ds.element_spec['image'].dtype),
+      'labels': tf.constant(datasets.IGNORE_INDEX, tf.int32),
+      'mask': tf.constant(False)}
+  if with_instances:
+    padding_values['instances'] = tf.constant(0, tf.int32)
   ds = ds.concatenate(padding.repeat()).padded_batch(
-      local_batch, padding_values={
-          'image': tf.zeros([], ds.element_spec['image'].dtype),
-          'labels': tf.constant(datasets.IGNORE_INDEX, tf.int32),
-          'mask': tf.constant(False)})
+      local_batch, padding_values=padding_values)
   ds = ds.take(num_batches)
   return num_batches, ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 

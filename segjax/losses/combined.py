@@ -34,7 +34,8 @@ def build_loss(loss_config, ignore_index=255):
 
   Returns:
     A jittable function of (logits, labels) that returns the weighted float32
-    sum and a dict of the unweighted terms.
+    sum and a dict of the unweighted terms. `labels` may also be a batch
+    dict holding them under 'labels' (what the train step passes).
 
   Raises:
     ValueError naming an unknown loss or an argument a loss does not take.
@@ -64,6 +65,8 @@ def build_loss(loss_config, ignore_index=255):
     raise ValueError('config.loss gives every loss a weight of 0.')
 
   def loss_fn(logits, labels):
+    if isinstance(labels, dict):
+      labels = labels['labels']
     values = {name: LOSSES[name](logits, labels, ignore_index=ignore_index,
                                  **kwargs)
               for name, (_, kwargs) in terms.items()}

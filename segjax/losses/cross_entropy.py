@@ -6,7 +6,8 @@ import optax
 
 
 def pixel_cross_entropy(logits, labels, *, ignore_index=255,
-                        class_weights=None, label_smoothing=0.0):
+                        class_weights=None, label_smoothing=0.0,
+                        pixel_weights=None):
   """Per-pixel cross-entropy and the weight each pixel carries.
 
   Args:
@@ -17,6 +18,8 @@ def pixel_cross_entropy(logits, labels, *, ignore_index=255,
       class_weights[c].
     label_smoothing: epsilon of label smoothing; the target puts 1 - eps on
       the true class and eps / C on every class.
+    pixel_weights: optional [..., H, W] float multiplying each pixel's
+      weight (e.g. Panoptic-DeepLab's up-weighting of small instances).
 
   Returns:
     (losses, weights): both [..., H, W] float32; both are 0 on ignored pixels.
@@ -37,12 +40,14 @@ def pixel_cross_entropy(logits, labels, *, ignore_index=255,
   weights = valid.astype(jnp.float32)
   if class_weights is not None:
     weights = weights * jnp.asarray(class_weights, jnp.float32)[safe_labels]
+  if pixel_weights is not None:
+    weights = weights * pixel_weights.astype(jnp.float32)
   return losses * weights, weights
 
 
 def softmax_cross_entropy(logits, labels, *, ignore_index=255,
                           class_weights=None, label_smoothing=0.0,
-                          top_k_percent_pixels=1.0):
+                          top_k_percent_pixels=1.0, pixel_weights=None):
   """Mean softmax cross-entropy over the valid pixels of a batch.
 
   The mean is sum(w_i * loss_i) / sum(w_i) over valid pixels i, where w_i is
@@ -67,7 +72,7 @@ def softmax_cross_entropy(logits, labels, *, ignore_index=255,
                      f'{top_k_percent_pixels}.')
   losses, weights = pixel_cross_entropy(
       logits, labels, ignore_index=ignore_index, class_weights=class_weights,
-      label_smoothing=label_smoothing)
+      label_smoothing=label_smoothing, pixel_weights=pixel_weights)
   if top_k_percent_pixels == 1.0:
     return losses.sum() / jnp.maximum(weights.sum(), 1e-12)
   flat_losses = losses.reshape(-1)

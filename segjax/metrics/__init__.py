@@ -13,6 +13,9 @@ different, wrong number.
   boundary_iou_stats    ->   boundary_iou_from_stats   (boundary_iou: both)
   panoptic_stats        ->   panoptic_scores       (panoptic quality)
 
+Instance masks are scored on the host: `MaskAP` (COCO mask AP through
+pycocotools' COCOeval) accumulates per-image RLEs and scores them at the end.
+
 Public wrappers validate concrete (eager) inputs with clear ValueErrors and
 call jitted cores; under `jit` they skip the checks.
 """
@@ -27,10 +30,13 @@ from segjax.metrics.confusion import confusion_matrix
 from segjax.metrics.confusion import mean_iou
 from segjax.metrics.confusion import per_image_mean_iou
 from segjax.metrics.confusion import segmentation_scores
+from segjax.metrics.mask_ap import mask_ap
+from segjax.metrics.mask_ap import MaskAP
 from segjax.metrics.panoptic import panoptic_scores
 from segjax.metrics.panoptic import panoptic_stats
 
 __all__ = [
+    'MaskAP',
     'binary_scores',
     'binary_scores_from_stats',
     'binary_stats',
@@ -38,6 +44,7 @@ __all__ = [
     'boundary_iou_from_stats',
     'boundary_iou_stats',
     'confusion_matrix',
+    'mask_ap',
     'mean_iou',
     'panoptic_scores',
     'panoptic_stats',

@@ -12,6 +12,8 @@ logits; a backbone name gives the backbone alone, returning its feature dict.
   deeplabv3plus   DeepLabV3 + low-level decoder              deeplab.py
   fcn32s/16s/8s   FCN skip fusion (output stride 32)         fcn.py
   fcn             dilated FCN head (mmsegmentation style)    fcn.py
+  panoptic_deeplab  Panoptic-DeepLab (semantic + instance    panoptic_deeplab.py
+                  decoders; returns a dict, see `task_of`)
   resnet18..152   torchvision-layout ResNet backbones         resnet.py
   mobilenet_v2    light backbone                             mobilenet.py
 
@@ -26,6 +28,7 @@ from segjax.models.backbones import fields
 from segjax.models.deeplab import DeepLab
 from segjax.models.fcn import FCN
 from segjax.models.mobilenet import MobileNetV2
+from segjax.models.panoptic_deeplab import PanopticDeepLab
 from segjax.models.pretrained import load_pretrained
 from segjax.models.resnet import ResNet
 from segjax.models.resnet_unet import ResNetUNet
@@ -42,7 +45,17 @@ MODELS = {
     'fcn16s': (FCN, {'skips': '16s'}),
     'fcn8s': (FCN, {'skips': '8s'}),
     'fcn': (FCN, {'skips': None}),  # Dilated FCN head; pass output_stride=8.
+    'panoptic_deeplab': (PanopticDeepLab, {}),
 }
+
+# Models whose output is Panoptic-DeepLab's dict ('semantic',
+# 'center_heatmap', 'center_offsets') rather than a logits array.
+PANOPTIC_MODELS = frozenset({'panoptic_deeplab'})
+
+
+def task_of(model_name):
+  """'panoptic' for models predicting instances too, else 'semantic'."""
+  return 'panoptic' if model_name in PANOPTIC_MODELS else 'semantic'
 
 
 def build(name, num_classes=None, **kwargs):
@@ -99,7 +112,6 @@ def build_model(model_config, num_classes, **overrides):
     raise ValueError(f'config.model: {e}') from e
 
 
-__all__ = ['BACKBONES', 'MODELS', 'DeepLab', 'FCN', 'MobileNetV2', 'ResNet',
-           'ResNetUNet',
-           'UNet', 'build',
-           'build_model', 'load_pretrained']
+__all__ = ['BACKBONES', 'MODELS', 'PANOPTIC_MODELS', 'DeepLab', 'FCN',
+           'MobileNetV2', 'PanopticDeepLab', 'ResNet', 'ResNetUNet', 'UNet',
+           'build', 'build_model', 'load_pretrained', 'task_of']

@@ -130,6 +130,9 @@ class ResNet(nn.Module):
       PyTorch's momentum 0.1 is 0.9 here.
     bn_epsilon: batch-norm epsilon (torchvision: 1e-5).
     dtype, param_dtype: computation and parameter dtypes.
+    width: channels of the stem and of stage1's blocks (64, torchvision's);
+      stage k has width * 2**(k-1) planes. Narrower nets (e.g. 32, a quarter
+      of the FLOPs) are for small data and CPUs; pretrained weights need 64.
   """
   depth: int = 50
   output_stride: int = 32
@@ -140,6 +143,7 @@ class ResNet(nn.Module):
   bn_epsilon: float = 1e-5
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  width: int = 64
 
   @property
   def strides(self):
@@ -149,8 +153,9 @@ class ResNet(nn.Module):
   @property
   def channels(self):
     expansion = 4 if DEPTHS[self.depth][0] == 'bottleneck' else 1
-    return {'stem': 64, 'stage1': 64 * expansion, 'stage2': 128 * expansion,
-            'stage3': 256 * expansion, 'stage4': 512 * expansion}
+    w = self.width
+    return {'stem': w, 'stage1': w * expansion, 'stage2': 2 * w * expansion,
+            'stage3': 4 * w * expansion, 'stage4': 8 * w * expansion}
 
   @nn.compact
   def __call__(self, images, train=False):
@@ -171,21 +176,23 @@ class ResNet(nn.Module):
 
     x = images.astype(self.dtype)
     if self.deep_stem:
-      for i, (features, stride) in enumerate(((32, 2), (32, 1), (64, 1))):
+      w = self.width
+      for i, (features, stride) in enumerate(
+          ((w // 2, 2), (w // 2, 1), (w, 1))):
         x = conv(features, 3, stride, name=f'stem_conv{i + 1}')(x)
         x = nn.relu(norm(name=f'stem_bn{i + 1}')(x))
     else:
-      x = conv(64, 7, 2, name='conv1')(x)
+      x = conv(self.width, 7, 2, name='conv1')(x)
       x = nn.relu(norm(name='bn1')(x))
     features = {'stem': x}  # Stride 2, before the max-pool (for U-Nets).
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
     expansion = 4 if kind == 'bottleneck' else 1
-    in_channels = 64
+    in_channels = self.width
     previous_dilation = 1
     for s, ((stride, dilation), num_blocks) in enumerate(
         zip(dilations, blocks)):
-      planes = 64 * 2**s
+      planes = self.width * 2**s
       rates = [dilation] * num_blocks
       if s == 3 and self.multi_grid:
         rates = [dilation * self.multi_grid[i % len(self.multi_grid)]

@@ -1,8 +1,11 @@
 """Evaluation during and after training: one pass over a split, scored once.
 
-Per batch, the jitted eval step returns the batch's confusion matrix (already
-summed over devices and hosts); the host adds them up and scores the sum at
-the end, so padding examples and ragged last batches never bias the result.
+Per batch, the jitted eval step returns the batch's confusion matrix (and,
+for a panoptic model, its panoptic-quality counts), already summed over
+devices and hosts; the host adds them up and scores the sums at the end, so
+padding examples and ragged last batches never bias the result. COCO mask
+AP, which needs every image's instances, runs on the host from the jitted
+post-processing's outputs (single-process runs).
 """
 
 from absl import logging
@@ -12,6 +15,8 @@ import numpy as np
 from segjax import metrics as metrics_lib
 from segjax.data import pipeline
 from segjax.inference import visualize
+from segjax.metrics.mask_ap import MaskAP
+from segjax.training import panoptic as panoptic_lib
 from segjax.training import sharding as sharding_lib
 from segjax.training import steps as steps_lib
 
@@ -40,21 +45,63 @@ class Evaluator:
     mesh: the device mesh.
     variable_shardings: shardings of {'params', 'batch_stats'}.
     record: the run's `RunRecord`.
+    panoptic: None for a semantic model, else `panoptic.options(...)` (the
+      checked `config.panoptic`).
   """
 
   def __init__(self, config, model, spec, builder, mesh, variable_shardings,
-               record):
+               record, panoptic=None):
     self.config, self.spec, self.builder = config, spec, builder
     self.mesh, self.record = mesh, record
     self.num_classes = spec.num_classes
     self.ignore_index = config.data.get('ignore_index', 255)
+    self.panoptic = panoptic
+    if panoptic is None:
+      step = steps_lib.make_eval_step(model, self.num_classes,
+                                      self.ignore_index)
+    else:
+      step = panoptic_lib.make_eval_step(
+          model, self.num_classes, self.ignore_index, spec.thing_classes,
+          panoptic)
     self._step = jax.jit(
-        steps_lib.make_eval_step(model, self.num_classes, self.ignore_index),
+        step,
         in_shardings=(variable_shardings, None),  # Batch: as given.
         # Predictions split by rows only, so each process holds whole maps
-        # of its rows (for the image panel).
+        # of its rows (for the image panel and mask AP).
         out_shardings=(sharding_lib.replicated(mesh),
                        sharding_lib.batch_sharding(mesh, 1)))
+
+  def _mask_ap(self):
+    """A `MaskAP` accumulator, or None where it does not run."""
+    if self.panoptic is None or not self.panoptic.get('mask_ap', True):
+      return None
+    if jax.process_count() > 1:
+      # COCOeval needs every image's RLEs in one process; gathering them
+      # across hosts is not implemented.
+      logging.warning('Mask AP is computed in single-process runs only; '
+                      'skipped.')
+      return None
+    return MaskAP(
+        tuple(self.spec.thing_classes), class_names=self.spec.class_names,
+        max_dets=self.panoptic.get('max_dets', 100),
+        ignore_index=self.ignore_index)
+
+  def _panel(self, local, predictions, n):
+    """image | truth | prediction rows for the first `n` local examples."""
+    if self.panoptic is None:
+      return visualize.prediction_panel(
+          local['image'][:n], local['labels'][:n],
+          local_rows(predictions)[:n], self.ignore_index)
+    divisor = self.panoptic['label_divisor']
+    gt = np.asarray(panoptic_lib.ground_truth_panoptic(
+        local['labels'][:n], local['instances'][:n],
+        thing_classes=tuple(self.spec.thing_classes), label_divisor=divisor,
+        ignore_index=self.ignore_index))
+    pred = local_rows(predictions['panoptic'])[:n]
+    colour = lambda maps: np.stack([visualize.colorize_panoptic(
+        m, divisor, self.ignore_index) for m in maps])
+    return visualize.prediction_panel(local['image'][:n], colour(gt),
+                                      colour(pred))
 
   def evaluate(self, variables, step, split, tag=None):
     """One pass over `split`; writes a metrics row and a prediction panel.
@@ -73,19 +120,29 @@ class Evaluator:
     eval_batch = config.get('eval_batch_size') or config.batch_size
     _, ds = pipeline.eval_dataset(
         config.data, split, eval_batch, process_index=jax.process_index(),
-        process_count=jax.process_count())
+        process_count=jax.process_count(),
+        with_instances=self.panoptic is not None)
     cm = np.zeros((self.num_classes, self.num_classes), np.int64)
+    pq_stats = None
+    mask_ap = self._mask_ap()
     count = 0
     for i, local in enumerate(pipeline.as_numpy(ds)):
       stats, predictions = self._step(
           variables, sharding_lib.to_global_array(local, self.mesh))
       cm += np.asarray(stats['confusion_matrix'], np.int64)
       count += int(stats['num_examples'])
+      if self.panoptic is not None:
+        batch_pq = jax.device_get(stats['panoptic'])
+        pq_stats = batch_pq if pq_stats is None else jax.tree.map(
+            np.add, pq_stats, batch_pq)
+      if mask_ap is not None:
+        mask_ap.add(local['labels'], local['instances'],
+                    *(local_rows(predictions[k]) for k in (
+                        'instance_ids', 'instance_scores',
+                        'instance_classes', 'instance_valid')),
+                    mask=local['mask'])
       if i == 0 and config.get('num_images_to_save', 0):
-        n = config.num_images_to_save
-        panel = visualize.prediction_panel(
-            local['image'][:n], local['labels'][:n],
-            local_rows(predictions)[:n], self.ignore_index)
+        panel = self._panel(local, predictions, config.num_images_to_save)
         self.record.write_image(f'step_{step:07d}_{tag}', panel)
     expected = self.builder.info.splits[split].num_examples
     if count != expected:  # The padding logic is broken if this fires.
@@ -97,7 +154,26 @@ class Evaluator:
     row.update({f'iou/{name}': scores['iou'][c]
                 for c, name in enumerate(self.spec.class_names)})
     row['num_examples'] = count
+    if pq_stats is not None:
+      pq = metrics_lib.panoptic_scores(pq_stats, tuple(self.spec.thing_classes))
+      for key in ('pq', 'sq', 'rq', 'pq_things', 'sq_things', 'rq_things',
+                  'pq_stuff', 'sq_stuff', 'rq_stuff'):
+        row[key] = scores[key] = float(pq[key])
+      row.update({f'pq/{name}': float(pq['pq_per_category'][c])
+                  for c, name in enumerate(self.spec.class_names)})
+    if mask_ap is not None:
+      ap = mask_ap.result()
+      for key in ('ap', 'ap50', 'ap75', 'ap_small', 'ap_medium', 'ap_large',
+                  'ar'):
+        row[f'mask_{key}'] = scores[f'mask_{key}'] = ap[key]
     self.record.write_metrics(step, tag, row)
-    logging.info('step %d %s: mIoU %.4f, pixel accuracy %.4f (%d images)',
-                 step, tag, row['miou'], row['pixel_accuracy'], count)
+    if pq_stats is None:
+      logging.info('step %d %s: mIoU %.4f, pixel accuracy %.4f (%d images)',
+                   step, tag, row['miou'], row['pixel_accuracy'], count)
+    else:
+      logging.info('step %d %s: PQ %.4f (things %.4f, stuff %.4f), mask AP '
+                   '%.4f, AP50 %.4f, mIoU %.4f (%d images)', step, tag,
+                   row['pq'], row['pq_things'], row['pq_stuff'],
+                   row.get('mask_ap', float('nan')),
+                   row.get('mask_ap50', float('nan')), row['miou'], count)
     return scores

@@ -32,8 +32,10 @@ def make_train_step(model, tx, loss_fn, schedule, *, accum_steps=1,
       logits, with a `train` argument. Its `dtype` sets the compute
       precision (e.g. bfloat16); logits are cast to float32 before the loss.
     tx: optax transformation.
-    loss_fn: `(logits, labels) -> (total, {name: term})`, e.g. from
-      `segjax.losses.build_loss`.
+    loss_fn: `(outputs, batch) -> (total, {name: term})` where outputs are
+      the model's float32 outputs (logits, or Panoptic-DeepLab's dict) and
+      batch the whole batch dict; e.g. `segjax.losses.build_loss` (which
+      reads batch['labels']) or `segjax.losses.build_panoptic_loss`.
     schedule: `step -> learning rate`, only for logging.
     accum_steps: split the batch into this many micro-batches, run them one
       after another (`lax.scan`) and apply the mean of their gradients in one
@@ -47,26 +49,30 @@ def make_train_step(model, tx, loss_fn, schedule, *, accum_steps=1,
       d = min(ema_decay, (1 + step) / (10 + step)); 0 = no EMA.
 
   The batch holds 'image' [B, H, W, 3] uint8 (or float32, already
-  normalised) and 'labels' [B, H, W] int32. Metrics are float32 scalars:
+  normalised), 'labels' [B, H, W] int32 and whatever else the loss reads
+  (e.g. Panoptic-DeepLab's targets), every entry [B, ...]. Metrics are float32 scalars:
   'loss', each loss term ('loss_<name>', 'loss_aux'), 'learning_rate',
   'grad_norm', 'param_norm', 'update_norm', and 'pixel_accuracy' over
   non-ignored pixels.
   """
   mutable = ['batch_stats'] + (['intermediates'] if aux_loss_weight else [])
 
-  def loss_of(params, batch_stats, images, labels, rng):
-    logits, new_vars = model.apply(
-        {'params': params, 'batch_stats': batch_stats}, images, train=True,
-        mutable=mutable, rngs={'dropout': rng})
+  def loss_of(params, batch_stats, batch, rng):
+    outputs, new_vars = model.apply(
+        {'params': params, 'batch_stats': batch_stats},
+        model_inputs(batch['image']), train=True, mutable=mutable,
+        rngs={'dropout': rng})
     # Losses and metrics in float32 whatever the compute dtype.
-    logits = logits.astype(jnp.float32)
-    total, terms = loss_fn(logits, labels)
+    outputs = jax.tree.map(lambda x: x.astype(jnp.float32), outputs)
+    total, terms = loss_fn(outputs, batch)
     terms = {f'loss_{k}': v for k, v in terms.items()}
     if aux_loss_weight:
       aux_logits = new_vars['intermediates']['aux_logits'][0]
-      aux_total, _ = loss_fn(aux_logits.astype(jnp.float32), labels)
+      aux_total, _ = loss_fn(aux_logits.astype(jnp.float32), batch)
       terms['loss_aux'] = aux_total
       total = total + aux_loss_weight * aux_total
+    logits = outputs['semantic'] if isinstance(outputs, dict) else outputs
+    labels = batch['labels']
     num_classes = logits.shape[-1]
     valid = (labels >= 0) & (labels < num_classes)
     correct = ((jnp.argmax(logits, -1) == labels) & valid).sum()
@@ -76,20 +82,18 @@ def make_train_step(model, tx, loss_fn, schedule, *, accum_steps=1,
   grad_fn = jax.value_and_grad(loss_of, has_aux=True)
 
   def train_step(state, batch):
-    images = model_inputs(batch['image'])
-    labels = batch['labels']
     # A fresh key per step; deterministic in (seed, step), so a resumed run
     # draws the same dropout masks as an uninterrupted one.
     step_rng = jax.random.fold_in(state.rng, state.step)
     if accum_steps == 1:
       (loss, (terms, batch_stats, counts)), grads = grad_fn(
-          state.params, state.batch_stats, images, labels, step_rng)
+          state.params, state.batch_stats, batch, step_rng)
     else:
       def micro(carry, xs):
         grads_sum, batch_stats = carry
-        i, micro_images, micro_labels = xs
+        i, micro_batch = xs
         (loss, (terms, batch_stats, counts)), grads = grad_fn(
-            state.params, batch_stats, micro_images, micro_labels,
+            state.params, batch_stats, micro_batch,
             jax.random.fold_in(step_rng, i))
         grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
         return (grads_sum, batch_stats), (loss, terms, counts)
@@ -97,8 +101,8 @@ def make_train_step(model, tx, loss_fn, schedule, *, accum_steps=1,
       zeros = jax.tree.map(jnp.zeros_like, state.params)
       (grads, batch_stats), (losses, terms, counts) = jax.lax.scan(
           micro, (zeros, state.batch_stats),
-          (jnp.arange(accum_steps), _micro_batches(images, accum_steps),
-           _micro_batches(labels, accum_steps)))
+          (jnp.arange(accum_steps),
+           jax.tree.map(lambda x: _micro_batches(x, accum_steps), batch)))
       grads = jax.tree.map(lambda g: g / accum_steps, grads)
       loss = losses.mean()
       terms = jax.tree.map(jnp.mean, terms)

@@ -26,6 +26,7 @@ from segjax.training import evaluation
 from segjax.training import model_init
 from segjax.training import monitoring
 from segjax.training import optimizer as optimizer_lib
+from segjax.training import panoptic as panoptic_lib
 from segjax.training import run_record
 from segjax.training import sharding as sharding_lib
 from segjax.training import state as state_lib
@@ -170,9 +171,17 @@ def train_and_evaluate(config, workdir):
   ignore_index = config.data.get('ignore_index', datasets.IGNORE_INDEX)
   num_classes = spec.num_classes
   ema_decay = float(config.get('ema_decay', 0.0) or 0.0)
+  panoptic, targets = None, None
+  if models.task_of(config.model.get('name')) == 'panoptic':
+    panoptic = panoptic_lib.options(config, spec)
+    targets = panoptic_lib.target_kwargs(panoptic, spec, ignore_index)
   try:
     model = models.build_model(_model_dtypes(config.model), num_classes)
-    loss_fn = losses.build_loss(config.loss, ignore_index=ignore_index)
+    if panoptic is None:
+      loss_fn = losses.build_loss(config.loss, ignore_index=ignore_index)
+    else:
+      loss_fn = losses.build_panoptic_loss(config.loss,
+                                           ignore_index=ignore_index)
   except ValueError as e:
     raise ConfigError(str(e)) from e
 
@@ -197,7 +206,8 @@ def train_and_evaluate(config, workdir):
   # pipeline reads nothing yet).
   element = pipeline.train_dataset(
       config.data, config.batch_size, seed=data_seed,
-      process_count=jax.process_count()).element_spec
+      process_count=jax.process_count(),
+      panoptic_targets=targets).element_spec
   if not element['image'].shape.is_fully_defined():
     raise ConfigError(
         f'{config.data.name!r} images have no fixed size '
@@ -236,7 +246,7 @@ def train_and_evaluate(config, workdir):
   train_ds = pipeline.train_dataset(
       config.data, config.batch_size, seed=data_seed, start_step=start_step,
       start_position=start_position, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      process_count=jax.process_count(), panoptic_targets=targets)
 
   def position(step):
     """What a checkpoint at `step` records about the input stream."""
@@ -279,7 +289,7 @@ def train_and_evaluate(config, workdir):
   evaluator = evaluation.Evaluator(
       config, model, spec, builder, mesh,
       {'params': shardings.params, 'batch_stats': shardings.batch_stats},
-      record)
+      record, panoptic=panoptic)
 
   def evaluate(step, split):
     scores = {split: evaluator.evaluate(state.variables(), step, split)}
