@@ -8,6 +8,8 @@ process or one run, because absolute times on shared machines drift.
   metrics   confusion matrix of [B, H, W] label maps (segjax/bench/metrics.py)
   models    parameters and forward FLOPs of the model zoo (models.py)
   input     augmentation throughput and train-step input stalls (input.py)
+  latency   batch-1 inference latency of an experiment's serving function,
+            jitted and exported (latency.py)
   memory    per-device memory of a train step under data / FSDP / spatial
             meshes, compiled but not run (memory.py)
 """

@@ -2,6 +2,7 @@
 
 import sys
 
+from segjax.bench import latency
 from segjax.bench import memory
 from segjax.bench import metrics
 from segjax.bench import models
@@ -16,6 +17,7 @@ def _input(argv):
 
 BENCHMARKS = {
     'input': _input,
+    'latency': latency.main,
     'memory': memory.main,
     'metrics': metrics.main,
     'models': models.main,

@@ -34,6 +34,17 @@ ZOO = (
     ('deeplabv3plus', {'backbone': 'mobilenet_v2', 'output_stride': 16}),
     ('deeplabv3plus', {'backbone': 'mobilenet_v2', 'output_stride': 8}),
     ('resnet_unet', {'backbone': 'mobilenet_v2'}),
+    ('panoptic_deeplab', {'backbone': 'resnet50', 'output_stride': 32,
+                          'rates': (3, 6, 9)}),
+    ('panoptic_deeplab', {'backbone': 'resnet50', 'output_stride': 16}),
+    # The CPU size of experiments/shapes_panoptic.py and the local recipes.
+    ('panoptic_deeplab', {'backbone': 'resnet18', 'width': 32,
+                          'semantic_features': 64,
+                          'semantic_low_level': (32, 16),
+                          'semantic_head_features': 64,
+                          'instance_features': 32,
+                          'instance_low_level': (16, 8),
+                          'separable': False}),
 )
 
 

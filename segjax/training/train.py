@@ -284,7 +284,8 @@ def train_and_evaluate(config, workdir):
   record.write_run_info(
       num_params=num_params, flops_per_train_step=flops,
       resumed_from_step=latest, num_classes=num_classes,
-      class_names=list(spec.class_names))
+      class_names=list(spec.class_names),
+      thing_classes=list(spec.thing_classes))
 
   evaluator = evaluation.Evaluator(
       config, model, spec, builder, mesh,

@@ -1,0 +1,92 @@
+"""A run's predict function for one input shape, for `jax.export`.
+
+`serving_fn` is what `python -m segjax.export` (segjax/export.py: the file
+format and how to reload it) serialises and `python -m segjax.bench latency`
+times: normalisation, the run's evaluation resize and back, the inference
+mode of `config.inference`, then argmax (or panoptic post-processing).
+"""
+
+from etils import epath
+import jax
+import jax.numpy as jnp
+
+from segjax import models
+from segjax.errors import ConfigError
+from segjax.inference import modes
+from segjax.inference import panoptic as postprocess_lib
+from segjax.inference import run as run_lib
+from segjax.models.inputs import normalize_images
+
+
+def serving_fn(config, model, variables, spec, height, width,
+               **inference_overrides):
+  """`serve(images)` for one input size: uint8 [B, H, W, 3] -> labels.
+
+  Shapes are fixed, so no bucket padding: the model sees the image (or its
+  evaluation-size resize) itself.
+  """
+  options = run_lib.inference_options(config, **inference_overrides)
+  resize_to = run_lib.eval_size(config)
+  size = resize_to or (height, width)
+
+  def resize(x, shape):
+    return jax.image.resize(x, x.shape[:1] + tuple(shape) + x.shape[3:],
+                            'bilinear')
+
+  if models.task_of(config.model.name) != 'panoptic':
+    probs_fn = modes.make_predict_fn(
+        lambda v, x: model.apply(v, x, train=False), spec.num_classes,
+        mode=options['mode'], window=options['window'],
+        stride=options['stride'], scales=tuple(options['scales']),
+        flip=bool(options['flip']))
+
+    def serve(images):
+      x = resize(normalize_images(images), size)
+      mask = jnp.ones(x.shape[:3], bool)
+      probs = probs_fn(variables, x, mask)
+      return jnp.argmax(resize(probs, (height, width)), -1).astype(jnp.int32)
+    return serve
+
+  opts = dict(config.panoptic)
+
+  def serve_panoptic(images):
+    x = resize(normalize_images(images), size)
+    out = model.apply(variables, x, train=False)
+    factor = jnp.asarray([height / size[0], width / size[1]], jnp.float32)
+    result = postprocess_lib.panoptic_postprocess(
+        resize(out['semantic'], (height, width)),
+        resize(out['center_heatmap'][..., None], (height, width))[..., 0],
+        resize(out['center_offsets'], (height, width)) * factor,
+        thing_classes=tuple(spec.thing_classes),
+        label_divisor=opts['label_divisor'],
+        ignore_index=config.data.get('ignore_index', 255),
+        center_threshold=opts['center_threshold'],
+        nms_kernel=opts['nms_kernel'], top_k=opts['top_k'],
+        stuff_area=opts['stuff_area'])
+    return {'labels': result['semantic'], 'panoptic': result['panoptic'],
+            'instance_ids': result['instance_ids'],
+            'scores': result['instance_scores'],
+            'classes': result['instance_classes'],
+            'valid': result['instance_valid']}
+  return serve_panoptic
+
+
+def export(workdir, output, *, height, width, batch=1, checkpoint='best',
+           ema=False, platforms=None, overrides=()):
+  """Writes the serialized predict function of a run; returns its path."""
+  if min(height or 0, width or 0, batch or 0) < 1:
+    raise ConfigError(f'height={height}, width={width}, batch={batch}: all '
+                      'must be positive.')
+  config = run_lib.load_config(workdir, overrides)
+  spec = run_lib.run_spec(workdir, config)
+  model = run_lib.build(config, spec)
+  step = run_lib.resolve_step(workdir, config, checkpoint)
+  variables = run_lib.load_variables(workdir, step, ema=ema)
+  serve = serving_fn(config, model, variables, spec, height, width)
+  exported = jax.export.export(
+      jax.jit(serve), platforms=tuple(platforms) if platforms else None)(
+          jax.ShapeDtypeStruct((batch, height, width, 3), jnp.uint8))
+  path = epath.Path(output)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(bytes(exported.serialize()))
+  return path
