@@ -73,6 +73,28 @@ def test_every_experiment_config_resolves():
         panoptic.options(config, spec)  # Raises on inconsistent fields.
 
 
+def test_every_ablation_sweep_resolves_to_buildable_configs():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  from segjax import sweeps  # pylint: disable=g-import-not-at-top
+  from segjax.data import datasets  # pylint: disable=g-import-not-at-top
+  folder = pathlib.Path(__file__).parents[1] / 'experiments' / 'ablations'
+  paths = sorted(folder.glob('*.py'))
+  assert len(paths) >= 3
+  for path in paths:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for arg in (None, 'tiny'):
+      config = module.get_config(arg)
+      points = module.get_sweep(arg)
+      assert len(points) >= 4, path  # Two settings x at least two seeds.
+      for point in points:
+        point_config = sweeps.apply_point(config, point)
+        spec = datasets.get_spec(point_config.data.name)
+        models.build_model(point_config.model, spec.num_classes)
+
+
 def test_valid_unet_of_the_paper_maps_572_to_388():
   model = models.build('unet', num_classes=2,
                        features=(64, 128, 256, 512, 1024), padding='valid',

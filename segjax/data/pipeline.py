@@ -25,6 +25,7 @@ from segjax.data import datasets
 from segjax.data import panoptic_targets as targets_lib
 from segjax.data.tf_host import tf
 from segjax.errors import ConfigError
+from segjax.inference.modes import BUCKETS
 import tensorflow_datasets as tfds  # pylint: disable=g-bad-import-order
 
 
@@ -179,11 +180,12 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
   lock-step); the last batches are padded with all-zero examples whose
   'mask' is False. Scoring must weight by 'mask'.
 
-  Examples of different sizes in one batch are padded to the largest (labels
-  with 255, which no metric counts), so a data set of mixed image sizes
-  (e.g. dsb2018) is evaluated whole on one process; several processes need
-  one fixed size (e.g. `eval_preprocess='pad(1040, 1388)'`), since their
-  batches must have equal shapes.
+  Examples of mixed sizes (e.g. dsb2018) are each padded to their size
+  bucket (`segjax.inference.modes.BUCKETS`: labels with 255, which no metric
+  counts) and a batch to its largest member, so they are evaluated whole at
+  their own resolution with a handful of compiled programs; several
+  processes need one fixed size (e.g. `eval_preprocess='pad(1040, 1388)'`),
+  since their batches must have equal shapes.
 
   Args:
     with_instances: also yield 'instances' [b, H, W] int32 (0 = none), for
@@ -234,6 +236,8 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
         f' leaves {data_config.name!r} images without one fixed size, which '
         'evaluation over several processes needs; end it with pad(h, w) or '
         'resize(h, w).')
+  if not ds.element_spec['image'].shape.is_fully_defined():
+    ds = ds.map(_pad_to_bucket, num_parallel_calls=tf.data.AUTOTUNE)
   if ds.element_spec['image'].shape.is_fully_defined():
     padding = tf.data.Dataset.from_tensors(tf.nest.map_structure(
         lambda t: tf.zeros(t.shape, t.dtype), ds.element_spec))
@@ -249,6 +253,36 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
       local_batch, padding_values=padding_values)
   ds = ds.take(num_batches)
   return num_batches, ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+
+
+@tf.autograph.experimental.do_not_convert
+def _pad_to_bucket(example):
+  """Pads an example's maps at the bottom / right to its size bucket.
+
+  Each side goes up to the smallest of `modes.BUCKETS` that holds it (past
+  the largest: a multiple of 32), as `segjax.inference` does, so mixed-size
+  data compiles one eval program per bucket, not per image size. Padding is
+  zeros in the image, ignore in the labels and 0 in the instances.
+  """
+  buckets = tf.constant(BUCKETS, tf.int32)
+
+  def side(n):
+    fits = buckets >= n
+    return tf.where(tf.reduce_any(fits),
+                    tf.reduce_min(tf.where(fits, buckets, tf.int32.max)),
+                    (n + 31) // 32 * 32)
+
+  shape = tf.shape(example['labels'])
+  pad_h = side(shape[0]) - shape[0]
+  pad_w = side(shape[1]) - shape[1]
+  fill = {'labels': datasets.IGNORE_INDEX, 'instances': 0, 'image': 0}
+  out = dict(example)
+  for key, value in fill.items():
+    if key in example:
+      x = example[key]
+      paddings = [[0, pad_h], [0, pad_w]] + [[0, 0]] * (len(x.shape) - 2)
+      out[key] = tf.pad(x, paddings, constant_values=tf.cast(value, x.dtype))
+  return out
 
 
 def as_numpy(ds):

@@ -63,10 +63,12 @@ import numpy as np
 trace_count = 0
 
 MODES = ('whole', 'slide')
+# Default bucket sides (pixels): images are padded up to the next one, so a
+# data set of mixed sizes compiles one program per bucket pair.
+BUCKETS = (256, 512, 768, 1024, 1536, 2048)
 
 
-def bucket_shape(height, width, buckets=(256, 512, 768, 1024, 1536, 2048),
-                 multiple=32):
+def bucket_shape(height, width, buckets=BUCKETS, multiple=32):
   """(H, W) >= (height, width) to pad an image to.
 
   Each side is rounded up to the smallest bucket >= it; a side beyond the

@@ -54,7 +54,7 @@ INFERENCE_DEFAULTS = {
     'stride': None,  # (h, w) of 'slide'; None: 2/3 of the window.
     'scales': (1.0,),
     'flip': False,
-    'buckets': (256, 512, 768, 1024, 1536, 2048),
+    'buckets': modes.BUCKETS,
 }
 
 

@@ -18,6 +18,7 @@ import math
 import platform
 import subprocess
 import sys
+import time
 
 from absl import logging
 from etils import epath
@@ -130,7 +131,9 @@ class RunRecord:
     """Appends one line to metrics.jsonl and writes scalar summaries."""
     if not self.is_writer:
       return
-    row = {'step': int(step), 'split': split}
+    # Wall-clock seconds since the epoch: runs' durations and learning
+    # curves against time (segjax.results) come from these.
+    row = {'step': int(step), 'split': split, 'time': time.time()}
     row.update({k: _finite_or_none(_jsonable(v)) for k, v in metrics.items()})
     with (self.workdir / 'metrics.jsonl').open('a') as f:
       f.write(json.dumps(row) + '\n')
