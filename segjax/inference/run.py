@@ -15,8 +15,10 @@ Inside, each image is
   1. resized to the run's evaluation size when `config.data.eval_preprocess`
      is `resize(h, w)` (the size the model was evaluated at; `pad(h, w)` is
      dropped: buckets pad),
-  2. zero-padded to a size bucket (`modes.bucket_shape`), so mixed sizes
-     compile a handful of programs,
+  2. otherwise zero-padded to a size bucket (`modes.bucket_shape`), so
+     mixed sizes compile a handful of programs (padding is seen by the
+     model, including ASPP's global average: where all images share one
+     size, a bucket equal to it avoids that),
   3. run through the jitted inference mode of `config.inference` (whole
      image, sliding window, multi-scale and flip averaging; see `modes.py`),
   4. cropped and, after step 1, resized back (bilinear probabilities), then
@@ -277,8 +279,12 @@ def make_predict_fn(config, model, variables, spec, **inference_overrides):
     if resize_to:
       x = _resize(x, resize_to)
     size = x.shape[1:3]
-    padded, mask = modes.pad_to(np.asarray(x), modes.bucket_shape(
-        *size, buckets=tuple(options['buckets'])))
+    # Buckets bound the number of compiled shapes for mixed sizes; after a
+    # fixed resize there is one shape already, and padding would change
+    # what global pooling (ASPP's image branch) averages over.
+    target = size if resize_to else modes.bucket_shape(
+        *size, buckets=tuple(options['buckets']))
+    padded, mask = modes.pad_to(np.asarray(x), target)
     if not panoptic:
       probs = probs_fn(variables, padded, mask)[:, :size[0], :size[1]]
       if resize_to:
