@@ -50,7 +50,10 @@ def get_config(arg=None):
   config.model.dtype = 'float32'  # 'bfloat16' = mixed precision.
   # Sized for a 2-core CPU (see the docstring): a ResNet-18 of half width
   # and the decoders at a quarter of the paper's widths, with plain 5x5
-  # convs (XLA:CPU runs depthwise convs slowly: 2.8x the step time here).
+  # convs (XLA:CPU runs depthwise ones slowly). Step times measured here,
+  # batch 8: paper-width decoders on a full ResNet-18, separable 1262 ms;
+  # half-width backbone 932 ms (plain convs 621); these decoders 459 ms
+  # separable, 329 ms plain (this config).
   config.model.backbone = 'resnet18'
   config.model.width = 32
   config.model.output_stride = 16
