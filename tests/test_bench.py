@@ -1,6 +1,7 @@
 """The benchmark CLI runs and reports its figures (tiny shapes, no peer)."""
 
 import json
+import pathlib
 
 from segjax.bench import __main__ as bench_main
 
@@ -44,3 +45,26 @@ def test_memory_benchmark_shows_what_fsdp_and_spatial_axes_save(capsys):
   assert plain['devices'] == 8 and plain['params'] > 0
   assert fsdp['arguments_gib'] < 0.75 * plain['arguments_gib']
   assert spatial['temporaries_gib'] < plain['temporaries_gib']
+
+
+def test_train_step_benchmark_reports_speed_flops_and_memory(capsys):
+  assert bench_main.main(['bench', 'train_step', '--model', 'unet',
+                          '--batch', '2', '--size', '32', '--classes', '3',
+                          '--steps', '1']) == 0
+  result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  for key in ('s_per_step', 'img_per_s', 'flops_per_step',
+              'achieved_flops_per_s', 'peak_flops_per_s', 'params',
+              'peak_memory_bytes'):
+    assert result[key] > 0, key
+  assert result['img_per_s'] == 2 / result['s_per_step']
+  assert 'peer' not in result  # Only with --peer.
+
+
+def test_latency_benchmark_times_jitted_and_exported_functions(capsys):
+  config = pathlib.Path(__file__).parents[1] / 'experiments' / 'shapes_unet.py'
+  assert bench_main.main(['bench', 'latency', '--config',
+                          f'{config}:tiny', '--height', '40',
+                          '--width', '24', '--repeats', '2']) == 0
+  result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert result['model_input'] == [40, 24]
+  assert result['latency_ms'] > 0 and result['exported_latency_ms'] > 0

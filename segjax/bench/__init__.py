@@ -10,6 +10,8 @@ process or one run, because absolute times on shared machines drift.
   input     augmentation throughput and train-step input stalls (input.py)
   latency   batch-1 inference latency of an experiment's serving function,
             jitted and exported (latency.py)
+  train_step  train-step speed on synthetic arrays vs the machine's matrix
+            product and (--peer) the SMP peer (train_step.py)
   memory    per-device memory of a train step under data / FSDP / spatial
             meshes, compiled but not run (memory.py)
 """

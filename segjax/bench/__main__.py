@@ -7,6 +7,7 @@ from segjax.bench import memory
 from segjax.bench import metrics
 from segjax.bench import models
 from segjax.bench import panoptic
+from segjax.bench import train_step
 
 
 def _input(argv):
@@ -22,6 +23,7 @@ BENCHMARKS = {
     'metrics': metrics.main,
     'models': models.main,
     'pq': panoptic.main,
+    'train_step': train_step.main,
 }
 
 
