@@ -14,6 +14,7 @@ from segjax import metrics
 from segjax import models
 from segjax.errors import ConfigError
 from segjax.inference import run as run_lib
+from segjax.training import panoptic as panoptic_lib
 
 
 def examples(config, split):
@@ -31,6 +32,8 @@ def examples(config, split):
 
 
 def _confusion(labels, predictions, num_classes, ignore_index):
+  # Host NumPy, not metrics.confusion_matrix: images come at their own
+  # sizes, and a jitted function would compile once per size.
   valid = (labels != ignore_index) & (labels < num_classes)
   index = labels[valid].astype(np.int64) * num_classes + predictions[valid]
   return np.bincount(index, minlength=num_classes ** 2).reshape(
@@ -93,7 +96,6 @@ def evaluate(workdir, checkpoint='best', split=None, ema=False, tag='',
     pred = out['labels'] if panoptic else out
     cm += _confusion(labels, pred, n, ignore_index)
     if panoptic:
-      from segjax.training import panoptic as panoptic_lib  # pylint: disable=g-import-not-at-top
       gt = np.asarray(panoptic_lib.ground_truth_panoptic(
           labels[None], example['instances'][None].astype(np.int32),
           thing_classes=tuple(spec.thing_classes),

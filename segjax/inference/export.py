@@ -13,7 +13,6 @@ import jax.numpy as jnp
 from segjax import models
 from segjax.errors import ConfigError
 from segjax.inference import modes
-from segjax.inference import panoptic as postprocess_lib
 from segjax.inference import run as run_lib
 from segjax.models.inputs import normalize_images
 
@@ -29,10 +28,6 @@ def serving_fn(config, model, variables, spec, height, width,
   resize_to = run_lib.eval_size(config)
   size = resize_to or (height, width)
 
-  def resize(x, shape):
-    return jax.image.resize(x, x.shape[:1] + tuple(shape) + x.shape[3:],
-                            'bilinear')
-
   if models.task_of(config.model.name) != 'panoptic':
     probs_fn = modes.make_predict_fn(
         lambda v, x: model.apply(v, x, train=False), spec.num_classes,
@@ -41,33 +36,16 @@ def serving_fn(config, model, variables, spec, height, width,
         flip=bool(options['flip']))
 
     def serve(images):
-      x = resize(normalize_images(images), size)
+      x = run_lib.resize(normalize_images(images), size)
       mask = jnp.ones(x.shape[:3], bool)
       probs = probs_fn(variables, x, mask)
-      return jnp.argmax(resize(probs, (height, width)), -1).astype(jnp.int32)
+      return jnp.argmax(run_lib.resize(probs, (height, width)), -1).astype(jnp.int32)
     return serve
 
-  opts = dict(config.panoptic)
-
   def serve_panoptic(images):
-    x = resize(normalize_images(images), size)
+    x = run_lib.resize(normalize_images(images), size)
     out = model.apply(variables, x, train=False)
-    factor = jnp.asarray([height / size[0], width / size[1]], jnp.float32)
-    result = postprocess_lib.panoptic_postprocess(
-        resize(out['semantic'], (height, width)),
-        resize(out['center_heatmap'][..., None], (height, width))[..., 0],
-        resize(out['center_offsets'], (height, width)) * factor,
-        thing_classes=tuple(spec.thing_classes),
-        label_divisor=opts['label_divisor'],
-        ignore_index=config.data.get('ignore_index', 255),
-        center_threshold=opts['center_threshold'],
-        nms_kernel=opts['nms_kernel'], top_k=opts['top_k'],
-        stuff_area=opts['stuff_area'])
-    return {'labels': result['semantic'], 'panoptic': result['panoptic'],
-            'instance_ids': result['instance_ids'],
-            'scores': result['instance_scores'],
-            'classes': result['instance_classes'],
-            'valid': result['instance_valid']}
+    return run_lib.panoptic_predictions(out, (height, width), config, spec)
   return serve_panoptic
 
 

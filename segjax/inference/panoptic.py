@@ -47,6 +47,9 @@ from jax import lax
 # repeated call with the same shapes and options does not retrace.
 trace_count = 0
 
+# The tunable options of `panoptic_postprocess` (config.panoptic fields).
+OPTIONS = ('center_threshold', 'nms_kernel', 'top_k', 'stuff_area')
+
 
 def _check(cond, message):
   if not cond:

@@ -29,11 +29,10 @@ argmax), 'panoptic', 'instance_ids' and per-instance 'scores' / 'classes' /
 images (test-time augmentation of centers and offsets is not implemented).
 """
 
+import ast
+import dataclasses
 import json
 import re
-
-import ast
-import collections
 
 from absl import flags
 from etils import epath
@@ -206,8 +205,14 @@ def eval_size(config):
 
 # What inference needs of a data set's spec (segjax.data.datasets imports
 # TensorFlow; a run's run_info.json holds these without it).
-RunSpec = collections.namedtuple('RunSpec', 'class_names thing_classes')
-RunSpec.num_classes = property(lambda self: len(self.class_names))
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  class_names: tuple
+  thing_classes: tuple
+
+  @property
+  def num_classes(self):
+    return len(self.class_names)
 
 
 def run_spec(workdir, config):
@@ -246,16 +251,48 @@ def _as_list(images):
                    f'shape {images.shape}.')
 
 
-def _resize(x, shape):
+def resize(x, shape):
+  """Bilinear resize of [B, h, w, ...] maps to [B, *shape, ...]."""
   return jax.image.resize(x, x.shape[:1] + tuple(shape) + x.shape[3:],
                           'bilinear')
+
+
+def panoptic_predictions(outputs, size, config, spec):
+  """Panoptic-DeepLab outputs [B, h, w, ...] -> post-processed at `size`.
+
+  Outputs at another size (a run evaluated on resized images) are resized
+  to `size` = (H, W) first; offsets are in pixels, so they scale too.
+
+  Returns:
+    {'labels', 'panoptic', 'instance_ids'} [B, H, W] int32 and
+    {'scores', 'classes', 'valid'} [B, top_k].
+  """
+  h, w = outputs['semantic'].shape[1:3]
+  if (h, w) != tuple(size):
+    factor = jnp.asarray([size[0] / h, size[1] / w], jnp.float32)
+    outputs = {
+        'semantic': resize(outputs['semantic'], size),
+        'center_heatmap': resize(outputs['center_heatmap'][..., None],
+                                 size)[..., 0],
+        'center_offsets': resize(outputs['center_offsets'], size) * factor}
+  opts = config.panoptic
+  result = postprocess_lib.panoptic_postprocess(
+      outputs['semantic'], outputs['center_heatmap'],
+      outputs['center_offsets'], thing_classes=tuple(spec.thing_classes),
+      label_divisor=opts['label_divisor'],
+      ignore_index=config.data.get('ignore_index', 255),
+      **{k: opts[k] for k in postprocess_lib.OPTIONS})
+  return {'labels': result['semantic'], 'panoptic': result['panoptic'],
+          'instance_ids': result['instance_ids'],
+          'scores': result['instance_scores'],
+          'classes': result['instance_classes'],
+          'valid': result['instance_valid']}
 
 
 def make_predict_fn(config, model, variables, spec, **inference_overrides):
   """`predict_fn(images)` for a run (see the module docstring)."""
   options = inference_options(config, **inference_overrides)
   resize_to = eval_size(config)
-  ignore_index = config.data.get('ignore_index', 255)
   variables = jax.device_put(variables)
   panoptic = models.task_of(config.model.name) == 'panoptic'
 
@@ -267,7 +304,6 @@ def make_predict_fn(config, model, variables, spec, **inference_overrides):
         flip=bool(options['flip']))
   else:
     apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
-    opts = dict(config.panoptic)
 
   def one(image):
     image = np.asarray(image)
@@ -277,7 +313,7 @@ def make_predict_fn(config, model, variables, spec, **inference_overrides):
     h, w = image.shape[:2]
     x = normalize_images(jnp.asarray(image)[None])
     if resize_to:
-      x = _resize(x, resize_to)
+      x = resize(x, resize_to)
     size = x.shape[1:3]
     # Buckets bound the number of compiled shapes for mixed sizes; after a
     # fixed resize there is one shape already, and padding would change
@@ -288,30 +324,12 @@ def make_predict_fn(config, model, variables, spec, **inference_overrides):
     if not panoptic:
       probs = probs_fn(variables, padded, mask)[:, :size[0], :size[1]]
       if resize_to:
-        probs = _resize(probs, (h, w))
+        probs = resize(probs, (h, w))
       return np.asarray(jnp.argmax(probs[0], -1), np.int32)
     out = apply(variables, jnp.asarray(padded))
     out = {k: v[:, :size[0], :size[1]] for k, v in out.items()}
-    if resize_to:  # Offsets are in pixels: they scale with the image.
-      factor = jnp.asarray([h / size[0], w / size[1]], jnp.float32)
-      out = {'semantic': _resize(out['semantic'], (h, w)),
-             'center_heatmap': _resize(out['center_heatmap'][..., None],
-                                       (h, w))[..., 0],
-             'center_offsets': _resize(out['center_offsets'], (h, w)) *
-                               factor}
-    result = postprocess_lib.panoptic_postprocess(
-        out['semantic'], out['center_heatmap'], out['center_offsets'],
-        thing_classes=tuple(spec.thing_classes),
-        label_divisor=opts['label_divisor'], ignore_index=ignore_index,
-        center_threshold=opts['center_threshold'],
-        nms_kernel=opts['nms_kernel'], top_k=opts['top_k'],
-        stuff_area=opts['stuff_area'])
-    return {'labels': np.asarray(result['semantic'][0]),
-            'panoptic': np.asarray(result['panoptic'][0]),
-            'instance_ids': np.asarray(result['instance_ids'][0]),
-            'scores': np.asarray(result['instance_scores'][0]),
-            'classes': np.asarray(result['instance_classes'][0]),
-            'valid': np.asarray(result['instance_valid'][0])}
+    return {k: np.asarray(v[0])
+            for k, v in panoptic_predictions(out, (h, w), config, spec).items()}
 
   def predict_fn(images):
     items, kind = _as_list(images)

@@ -22,7 +22,6 @@ from segjax.errors import ConfigError
 from segjax.inference import panoptic as postprocess_lib
 from segjax.models.inputs import model_inputs
 
-POSTPROCESS_FIELDS = ('center_threshold', 'nms_kernel', 'top_k', 'stuff_area')
 TARGET_FIELDS = ('sigma', 'small_instance_area', 'small_instance_weight')
 
 
@@ -96,7 +95,7 @@ def make_eval_step(model, num_classes, ignore_index, thing_classes, opts):
         outputs['semantic'], outputs['center_heatmap'],
         outputs['center_offsets'], thing_classes=thing_classes,
         label_divisor=divisor, ignore_index=ignore_index,
-        **{k: opts[k] for k in POSTPROCESS_FIELDS})
+        **{k: opts[k] for k in postprocess_lib.OPTIONS})
     mask = batch['mask'][:, None, None]
     labels = jnp.where(mask, batch['labels'], ignore_index)
     gt = ground_truth_panoptic(labels, batch['instances'],
