@@ -76,10 +76,12 @@ def main(argv):
   from segjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
   from segjax.training import distributed  # pylint: disable=g-import-not-at-top
   from segjax.training import train  # pylint: disable=g-import-not-at-top
+  from segjax.training import cpu_devices  # pylint: disable=g-import-not-at-top
   try:
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
-                           _PROCESS_ID.value)
-  except ValueError as e:
+    if not distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                  _PROCESS_ID.value):
+      cpu_devices.configure(config)  # Before anything starts JAX.
+  except (ValueError, ConfigError) as e:
     _fail(str(e))
   logging.info('Config:\n%s', config)
   try:

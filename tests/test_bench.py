@@ -68,3 +68,63 @@ def test_latency_benchmark_times_jitted_and_exported_functions(capsys):
   result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert result['model_input'] == [40, 24]
   assert result['latency_ms'] > 0 and result['exported_latency_ms'] > 0
+
+
+def test_profile_benchmark_sums_op_time_by_category(capsys):
+  assert bench_main.main(['bench', 'profile', '--model', 'unet', '--batch',
+                          '2', '--size', '32', '--classes', '3', '--top',
+                          '5']) == 0
+  result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  categories = result['categories']
+  assert result['op_seconds'] > 0 and 'conv' in categories
+  assert abs(sum(c['share'] for c in categories.values()) - 1) < 1e-6
+  assert sum(c['ops'] for c in categories.values()) >= len(result['top'])
+  assert len(result['top']) == 5
+  assert all(row['category'] in categories for row in result['top'])
+  seconds = [row['seconds'] for row in result['top']]
+  assert seconds == sorted(seconds, reverse=True)
+
+
+def test_eval_benchmark_slides_windows_with_flip(capsys):
+  config = pathlib.Path(__file__).parents[1] / 'experiments' / (
+      'cityscapes_deeplabv3plus.py')
+  assert bench_main.main(['bench', 'eval', '--config', str(config),
+                          '--backbone', 'resnet18', '--height', '64',
+                          '--width', '96', '--window', '32', '64',
+                          '--stride', '32', '32', '--repeats', '1']) == 0
+  result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert result['windows_per_pass'] == 4  # Rows 0, 32; columns 0, 32.
+  assert result['inference']['mode'] == 'slide'
+  assert result['inference']['flip'] is True
+  assert result['s_per_image'] > 0 and 'peer' not in result
+
+
+def test_options_benchmark_reports_a_failing_variant():
+  from segjax.bench import options  # pylint: disable=g-import-not-at-top
+  result = options.run_variant({'XLA_FLAGS': '--xla_no_such_flag=true'}, [],
+                               ['--model', 'unet', '--size', '16'], 1)
+  assert 'error' in result
+
+
+def test_report_writes_the_table_between_its_markers(tmp_path):
+  from segjax.bench import report  # pylint: disable=g-import-not-at-top
+  doc = tmp_path / 'performance.md'
+  doc.write_text(f'# Performance\n\nBefore.\n\n{report.START}\nold\n'
+                 f'{report.END}\n\nAfter.\n')
+  train = {'backbone': 'resnet50', 'output_stride': 16, 'batch': 8,
+           'height': 256, 'width': 256, 'dtype': 'float32',
+           's_per_step': 4.0, 'img_per_s': 2.0,
+           'achieved_flops_per_s': 1e11, 'achieved_fraction_of_peak': 0.5,
+           'peak_flops_per_s': 2e11, 'img_per_s_vs_peer': 1.25,
+           'peer': {'s_per_step': 5.0, 'img_per_s': 1.6}}
+  metrics = {'shape': [8, 512, 1024], 'classes': 19, 'segjax_s': 0.005,
+             'numpy_s': 0.03, 'peer_s': 0.3, 'peer_over_segjax': 60.0}
+  results = [('train_step', train), ('metrics', metrics),
+             ('eval', {'error': 'exit 1: boom'})]
+  report.write(str(doc), report.table(results, None, dict(report.BENCHES)))
+  text = doc.read_text()
+  assert text.startswith('# Performance\n\nBefore.') and 'After.' in text
+  assert 'old' not in text and text.count(report.START) == 1
+  assert '| 1.25x img/s |' in text and '| 60x |' in text
+  assert 'failed: exit 1: boom' in text
+  assert '`python -m segjax.bench train_step --peer`' in text

@@ -2,11 +2,15 @@
 
 import sys
 
+from segjax.bench import eval as eval_bench
 from segjax.bench import latency
 from segjax.bench import memory
 from segjax.bench import metrics
+from segjax.bench import options
 from segjax.bench import models
 from segjax.bench import panoptic
+from segjax.bench import profile
+from segjax.bench import report
 from segjax.bench import train_step
 
 
@@ -17,12 +21,16 @@ def _input(argv):
 
 
 BENCHMARKS = {
+    'eval': eval_bench.main,
     'input': _input,
     'latency': latency.main,
     'memory': memory.main,
     'metrics': metrics.main,
+    'options': options.main,
     'models': models.main,
     'pq': panoptic.main,
+    'profile': profile.main,
+    'report': report.main,
     'train_step': train_step.main,
 }
 

@@ -37,11 +37,17 @@ def _config(spec):
   return module.get_config(arg or None)
 
 
-def measure(config, height, width, repeats):
-  """{'compile_s', 'latency_ms', 'exported_latency_ms', ...} of one config."""
-  from segjax.data import datasets  # pylint: disable=g-import-not-at-top
-  spec = datasets.get_spec(config.data.name)
-  spec = run_lib.RunSpec(tuple(spec.class_names), tuple(spec.thing_classes))
+def measure(config, height, width, repeats, spec=None, exported=True):
+  """{'compile_s', 'latency_ms', 'exported_latency_ms', ...} of one config.
+
+  spec: the RunSpec (classes); None reads the data set's (imports
+  TensorFlow). exported: also time the jax.export round trip.
+  """
+  if spec is None:
+    from segjax.data import datasets  # pylint: disable=g-import-not-at-top
+    spec = datasets.get_spec(config.data.name)
+    spec = run_lib.RunSpec(tuple(spec.class_names),
+                           tuple(spec.thing_classes))
   model = run_lib.build(config, spec)
   size = run_lib.eval_size(config) or (height, width)
   variables = jax.jit(lambda: state_lib.init_variables(
@@ -54,17 +60,20 @@ def measure(config, height, width, repeats):
   compile_s = time.perf_counter() - start
   latency = peer.median_time(lambda: jax.block_until_ready(serve(image)),
                              repeats)
-  exported = jax.export.deserialize(jax.export.export(serve)(
-      jax.ShapeDtypeStruct(image.shape, image.dtype)).serialize())
-  exported_latency = peer.median_time(
-      lambda: jax.block_until_ready(exported.call(image)), repeats)
+  exported_latency = None
+  if exported:
+    reloaded = jax.export.deserialize(jax.export.export(serve)(
+        jax.ShapeDtypeStruct(image.shape, image.dtype)).serialize())
+    exported_latency = peer.median_time(
+        lambda: jax.block_until_ready(reloaded.call(image)), repeats)
   return {'model': config.model.name, 'height': height, 'width': width,
           'model_input': list(size),
           'inference': {k: list(v) if isinstance(v, tuple) else v for k, v in
                         run_lib.inference_options(config).items()},
           'device': jax.devices()[0].device_kind,
           'compile_s': compile_s, 'latency_ms': latency * 1e3,
-          'exported_latency_ms': exported_latency * 1e3,
+          'exported_latency_ms': (None if exported_latency is None
+                                  else exported_latency * 1e3),
           'images_per_s': 1.0 / latency}
 
 

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from segjax.models import backbones
 from segjax.models import resnet
+from segjax.models.conv import Conv
 from segjax.models.layers import batch_norm
 from segjax.models.layers import ConvBNReLU
 
@@ -125,7 +126,7 @@ class DeepLab(nn.Module):
       x = jnp.concatenate([x, low.astype(x.dtype)], axis=-1)
       x = block(self.aspp_features, 3, separable=self.separable,
                 name='decoder_conv')(x)
-    logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype,
+    logits = Conv(self.num_classes, (1, 1), dtype=self.dtype,
                      param_dtype=self.param_dtype, name='classifier')(x)
     logits = logits.astype(jnp.float32)
     return jax.image.resize(logits, (b, h, w, self.num_classes), 'bilinear')

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.models import backbones
+from segjax.models.conv import Conv
 from segjax.models.layers import batch_norm
 from segjax.models.layers import ConvBNReLU
 
@@ -53,7 +54,7 @@ class FCNHead(nn.Module):
       y = block(name='conv_cat')(
           jnp.concatenate([x.astype(y.dtype), y], axis=-1))
     y = nn.Dropout(self.dropout, deterministic=not train)(y)
-    return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype,
+    return Conv(self.num_classes, (1, 1), dtype=self.dtype,
                    param_dtype=self.param_dtype, name='classifier')(y)
 
 
@@ -99,7 +100,7 @@ class FCN(nn.Module):
     b, h, w, _ = images.shape
     features = backbones.backbone_of(self)(images, train)
     norm = batch_norm(self, train)
-    score = functools.partial(nn.Conv, features=self.num_classes,
+    score = functools.partial(Conv, features=self.num_classes,
                               kernel_size=(1, 1), dtype=self.dtype,
                               param_dtype=self.param_dtype)
     if self.skips:

@@ -6,6 +6,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from segjax.models.conv import Conv
+
 
 def batch_norm(module, train):
   """nn.BatchNorm with `module`'s momentum, epsilon and dtypes."""
@@ -28,7 +30,7 @@ class ConvBNReLU(nn.Module):
   @nn.compact
   def __call__(self, x):
     def conv(*args, **kwargs):
-      return nn.Conv(*args, use_bias=False, dtype=self.dtype,
+      return Conv(*args, use_bias=False, dtype=self.dtype,
                      param_dtype=self.param_dtype, **kwargs)
     pad = self.dilation * (self.kernel - 1) // 2
     padding = ((pad, pad), (pad, pad))

@@ -23,6 +23,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from segjax.models.conv import Conv
 from segjax.models.layers import batch_norm
 
 # (expansion t, channels c, repeats n, stride s, stage it closes or None)
@@ -106,7 +107,7 @@ class MobileNetV2(nn.Module):
       raise ValueError(f'output_stride must be 8, 16 or 32, got '
                        f'{self.output_stride}.')
     norm = batch_norm(self, train)
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+    conv = functools.partial(Conv, use_bias=False, dtype=self.dtype,
                              param_dtype=self.param_dtype)
     x = conv(_make_divisible(32 * self.width_multiplier), (3, 3), strides=2,
              padding=((1, 1), (1, 1)), name='stem_conv')(

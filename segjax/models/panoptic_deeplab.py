@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.models import backbones
+from segjax.models.conv import Conv
 from segjax.models.deeplab import ASPP
 from segjax.models.deeplab import default_rates
 from segjax.models.layers import batch_norm
@@ -92,7 +93,7 @@ class PredictionHead(nn.Module):
     x = ConvBNReLU(self.features, 5, separable=self.separable,
                    norm=self.norm, dtype=self.dtype,
                    param_dtype=self.param_dtype, name='conv')(x)
-    x = nn.Conv(self.outputs, (1, 1), dtype=self.dtype,
+    x = Conv(self.outputs, (1, 1), dtype=self.dtype,
                 param_dtype=self.param_dtype, name='predict')(x)
     return x.astype(jnp.float32)
 

@@ -30,6 +30,7 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from segjax.models.conv import Conv
 from segjax.models.layers import batch_norm
 
 # depth -> (block type, blocks per stage)
@@ -67,7 +68,7 @@ def stage_strides(output_stride, deep_stem=False):
 
 def _conv(features, kernel, stride=1, dilation=1, **kw):
   pad = dilation * (kernel - 1) // 2
-  return nn.Conv(features, (kernel, kernel), strides=stride,
+  return Conv(features, (kernel, kernel), strides=stride,
                  kernel_dilation=dilation, padding=((pad, pad), (pad, pad)),
                  use_bias=False, **kw)
 

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.models import backbones
+from segjax.models.conv import Conv
 from segjax.models.layers import batch_norm
 from segjax.models.layers import ConvBNReLU
 
@@ -56,7 +57,7 @@ class ResNetUNet(nn.Module):
         x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
       x = block(width, name=f'decoder{i}_conv1')(x)
       x = block(width, name=f'decoder{i}_conv2')(x)
-    logits = nn.Conv(self.num_classes, (3, 3), padding=((1, 1), (1, 1)),
+    logits = Conv(self.num_classes, (3, 3), padding=((1, 1), (1, 1)),
                      dtype=self.dtype, param_dtype=self.param_dtype,
                      name='classifier')(x).astype(jnp.float32)
     if logits.shape[1:3] != (h, w):

@@ -24,6 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from segjax.models.conv import Conv
+
 
 class ConvBlock(nn.Module):
   """Two (3x3 conv -> batch norm -> ReLU) layers."""
@@ -37,7 +39,7 @@ class ConvBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train):
     for _ in range(2):
-      x = nn.Conv(self.features, (3, 3), padding=self.padding, use_bias=False,
+      x = Conv(self.features, (3, 3), padding=self.padding, use_bias=False,
                   dtype=self.dtype, param_dtype=self.param_dtype)(x)
       x = nn.BatchNorm(use_running_average=not train,
                        momentum=self.bn_momentum, epsilon=self.bn_epsilon,
@@ -135,7 +137,7 @@ class UNet(nn.Module):
                               dtype=self.dtype, param_dtype=self.param_dtype,
                               bn_momentum=self.bn_momentum,
                               bn_epsilon=self.bn_epsilon)
-    conv = functools.partial(nn.Conv, dtype=self.dtype,
+    conv = functools.partial(Conv, dtype=self.dtype,
                              param_dtype=self.param_dtype)
 
     x = images.astype(self.dtype)

@@ -44,6 +44,9 @@ def add_trainer_options(config):
       # (docs/scaling.md); state leaves this large are split over 'fsdp'.
       'mesh': (('data', -1),),
       'fsdp_min_size': 2**14,
+      # XLA:CPU devices (training/cpu_devices.py): -1 = one per core, as
+      # many as divide the batch; N = N. No effect on GPUs / TPUs.
+      'cpu_devices': -1,
   }
   for key, value in defaults.items():
     if key not in config:

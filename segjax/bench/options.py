@@ -1,0 +1,107 @@
+"""The train step under each CPU option tried in issue 14, one after another.
+
+`python -m segjax.bench options [train_step's workload flags] [--steps 2]
+[--only NAME ...]` runs `python -m segjax.bench train_step` in a child
+process per variant below (XLA flags must be set before JAX starts, hence
+one process each) and prints one JSON line per variant: its name, what it
+sets, s_per_step, img_per_s and the ratio to the first variant (the
+default), measured back to back in this one command. The variants:
+
+  default            segjax as shipped (segjax.models.conv routing on CPU,
+                     one XLA:CPU device per core: training/cpu_devices.py)
+  one_device         --cpu-devices 1: the whole batch on one CPU device
+  lax_convs          --conv xla: every conv through lax.conv_general_dilated
+  lax_convs_1_device both of the above: segjax before issue 14
+  onednn             XLA_FLAGS=--xla_cpu_use_onednn=true
+  onednn_custom_call XLA_FLAGS=--xla_cpu_experimental_onednn_custom_call=true
+  no_xnnpack         XLA_FLAGS=--xla_cpu_use_xnnpack=false
+  fast_math          XLA_FLAGS=--xla_cpu_enable_fast_math=true
+  concurrency_sched  XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=true
+  no_fusion_emitters XLA_FLAGS=--xla_cpu_use_fusion_emitters=false
+
+A variant whose child fails (an XLA flag this jaxlib does not know) is
+reported with its error and the others still run.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+from segjax.bench import train_step
+
+VARIANTS = (
+    ('default', {}, []),
+    ('one_device', {}, ['--cpu-devices', '1']),
+    ('lax_convs', {}, ['--conv', 'xla']),
+    ('lax_convs_1_device', {}, ['--conv', 'xla', '--cpu-devices', '1']),
+    ('onednn', {'XLA_FLAGS': '--xla_cpu_use_onednn=true'}, []),
+    ('onednn_custom_call',
+     {'XLA_FLAGS': '--xla_cpu_experimental_onednn_custom_call=true'}, []),
+    ('no_xnnpack', {'XLA_FLAGS': '--xla_cpu_use_xnnpack=false'}, []),
+    ('fast_math', {'XLA_FLAGS': '--xla_cpu_enable_fast_math=true'}, []),
+    ('concurrency_sched', {
+        'XLA_FLAGS': '--xla_cpu_enable_concurrency_optimized_scheduler=true'},
+     []),
+    ('no_fusion_emitters',
+     {'XLA_FLAGS': '--xla_cpu_use_fusion_emitters=false'}, []),
+)
+
+
+def run_variant(env_extra, args_extra, workload_argv, steps):
+  """train_step's JSON for one variant, or {'error': ...}."""
+  env = dict(os.environ)
+  for key, value in env_extra.items():
+    env[key] = (env.get(key, '') + ' ' + value).strip()
+  cmd = [sys.executable, '-m', 'segjax.bench', 'train_step',
+         *workload_argv, *args_extra, '--steps', str(steps)]
+  out = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                       check=False)
+  lines = [l for l in out.stdout.splitlines() if l.startswith('{')]
+  if out.returncode or not lines:
+    return {'error': (out.stderr.strip().splitlines() or ['?'])[-1][:300]}
+  return json.loads(lines[-1])
+
+
+def main(argv):
+  parser = argparse.ArgumentParser(prog='python -m segjax.bench options')
+  train_step.add_workload_args(parser)
+  parser.add_argument('--steps', type=int, default=2)
+  parser.add_argument('--only', nargs='*', default=None,
+                      help='Variant names (default: all).')
+  args, _ = parser.parse_known_args(argv)
+  # Pass the workload flags through unchanged (minus ours).
+  workload_argv, skip = [], False
+  for token in argv:
+    if skip:
+      skip = False
+      continue
+    if token in ('--steps',):
+      skip = True
+      continue
+    if token == '--only':
+      break
+    workload_argv.append(token)
+  names = [v[0] for v in VARIANTS]
+  for name in args.only or []:
+    if name not in names:
+      raise SystemExit(f'--only {name!r}: one of {names}')
+  base = None
+  for name, env_extra, args_extra in VARIANTS:
+    if args.only and name not in args.only and name != 'default':
+      continue
+    result = run_variant(env_extra, args_extra, workload_argv, args.steps)
+    row = {'variant': name, 'sets': {**env_extra, 'args': args_extra}}
+    if 'error' in result:
+      row['error'] = result['error']
+    else:
+      row.update(s_per_step=result['s_per_step'],
+                 img_per_s=result['img_per_s'],
+                 achieved_flops_per_s=result['achieved_flops_per_s'],
+                 peak_flops_per_s=result['peak_flops_per_s'])
+      if base is None:
+        base = result['s_per_step']
+      row['speedup_vs_default'] = base / result['s_per_step']
+    print(json.dumps(row), flush=True)
+  return 0
