@@ -1,11 +1,13 @@
 """The train step under each CPU option tried in issue 14, one after another.
 
-`python -m segjax.bench options [train_step's workload flags] [--steps 2]
-[--only NAME ...]` runs `python -m segjax.bench train_step` in a child
+`python -m segjax.bench options [train_step's workload flags] [--steps 4]
+[--repeat R] [--only NAME ...]` runs `python -m segjax.bench train_step` in a child
 process per variant below (XLA flags must be set before JAX starts, hence
 one process each) and prints one JSON line per variant: its name, what it
-sets, s_per_step, img_per_s and the ratio to the first variant (the
-default), measured back to back in this one command. The variants:
+sets, s_per_step (the median over --repeat runs, interleaved with the other
+variants' so that a shared machine's drift hits all; each run's figure is
+the median of --steps steps after a warm-up one), every run's figure, and
+the ratio to the default's, measured in this one command. The variants:
 
   default            segjax as shipped (segjax.models.conv routing on CPU,
                      one XLA:CPU device per core: training/cpu_devices.py)
@@ -26,6 +28,7 @@ reported with its error and the others still run.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -67,7 +70,10 @@ def run_variant(env_extra, args_extra, workload_argv, steps):
 def main(argv):
   parser = argparse.ArgumentParser(prog='python -m segjax.bench options')
   train_step.add_workload_args(parser)
-  parser.add_argument('--steps', type=int, default=2)
+  parser.add_argument('--steps', type=int, default=4)
+  parser.add_argument('--repeat', type=int, default=1,
+                      help='Runs per variant, interleaved; the median is '
+                      'reported with every run.')
   parser.add_argument('--only', nargs='*', default=None,
                       help='Variant names (default: all).')
   args, _ = parser.parse_known_args(argv)
@@ -77,7 +83,7 @@ def main(argv):
     if skip:
       skip = False
       continue
-    if token in ('--steps',):
+    if token in ('--steps', '--repeat'):
       skip = True
       continue
     if token == '--only':
@@ -87,21 +93,28 @@ def main(argv):
   for name in args.only or []:
     if name not in names:
       raise SystemExit(f'--only {name!r}: one of {names}')
+  chosen = [v for v in VARIANTS
+            if not args.only or v[0] in args.only or v[0] == 'default']
+  runs = {name: [] for name, _, _ in chosen}
+  # Interleaved repeats: slow drift of a shared machine hits every variant.
+  for _ in range(args.repeat):
+    for name, env_extra, args_extra in chosen:
+      runs[name].append(run_variant(env_extra, args_extra, workload_argv,
+                                    args.steps))
   base = None
-  for name, env_extra, args_extra in VARIANTS:
-    if args.only and name not in args.only and name != 'default':
-      continue
-    result = run_variant(env_extra, args_extra, workload_argv, args.steps)
+  for name, env_extra, args_extra in chosen:
     row = {'variant': name, 'sets': {**env_extra, 'args': args_extra}}
-    if 'error' in result:
-      row['error'] = result['error']
+    ok = [r for r in runs[name] if 'error' not in r]
+    if not ok:
+      row['error'] = runs[name][0]['error']
     else:
-      row.update(s_per_step=result['s_per_step'],
-                 img_per_s=result['img_per_s'],
-                 achieved_flops_per_s=result['achieved_flops_per_s'],
-                 peak_flops_per_s=result['peak_flops_per_s'])
+      seconds = [r['s_per_step'] for r in ok]
+      row.update(s_per_step=statistics.median(seconds),
+                 s_per_step_runs=seconds,
+                 img_per_s=ok[0]['batch'] / statistics.median(seconds),
+                 peak_flops_per_s=ok[0]['peak_flops_per_s'])
       if base is None:
-        base = result['s_per_step']
-      row['speedup_vs_default'] = base / result['s_per_step']
+        base = row['s_per_step']
+      row['speedup_vs_default'] = base / row['s_per_step']
     print(json.dumps(row), flush=True)
   return 0

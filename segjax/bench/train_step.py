@@ -35,6 +35,7 @@ from segjax import models
 from segjax.bench import peer
 from segjax.models import conv
 from segjax.training import cpu_devices
+from segjax.training import monitoring
 from segjax.training import sharding
 from segjax.training import state as state_lib
 from segjax.training import steps as steps_lib
@@ -129,12 +130,9 @@ def measure(model_name, backbone, output_stride, batch, height, width,
                   classes, dtype)
   model, variables, compiled = work.model, work.variables, work.compiled
   compile_s = work.compile_s
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   memory = compiled.memory_analysis()
   seconds = peer.median_time(work.run, steps)
-  # The cost analysis is of one device's program (SPMD): times devices.
-  flops = float(cost['flops']) * work.devices
+  flops = monitoring.flops_of(compiled, work.devices)
   return {
       'model': model_name, 'backbone': backbone,
       'output_stride': output_stride, 'batch': batch, 'height': height,

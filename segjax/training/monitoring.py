@@ -53,13 +53,17 @@ def summarize(history, first_step):
   return {k: float(np.mean([row[k] for row in history])) for k in history[0]}
 
 
-def flops_of(compiled):
-  """FLOPs of one call of an AOT-compiled function, from XLA's cost model."""
+def flops_of(compiled, num_devices=1):
+  """FLOPs of one call of an AOT-compiled function, from XLA's cost model.
+
+  XLA analyses the per-device (SPMD-partitioned) program, so a step
+  compiled for a mesh of `num_devices` counts num_devices times that.
+  """
   analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):  # Older JAX: one dict per device.
     analysis = analysis[0] if analysis else {}
   flops = (analysis or {}).get('flops')
-  return float(flops) if flops is not None else None
+  return float(flops) * num_devices if flops is not None else None
 
 
 def _memory_stat(key):

@@ -276,7 +276,7 @@ def train_and_evaluate(config, workdir):
   compiled_train_step = train_step.lower(abstract, batch_spec).compile()
   step_bytes = _check_memory(compiled_train_step,
                              config.get('memory_limit_bytes'))
-  flops = monitoring.flops_of(compiled_train_step)
+  flops = monitoring.flops_of(compiled_train_step, mesh.devices.size)
   num_params = state_lib.count_params(state.params)
   logging.info('Model %s: %d parameters, %.3g GFLOP and %.3g GiB per train '
                'step.', config.model.name, num_params, (flops or 0) / 1e9,
