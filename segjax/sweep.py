@@ -74,8 +74,12 @@ def main(argv):
         print(line)
       return 0
     # On multi-host TPU VMs and SLURM every host runs this same command.
+    from segjax.training import cpu_devices  # pylint: disable=g-import-not-at-top
     from segjax.training import distributed  # pylint: disable=g-import-not-at-top
-    distributed.initialize()
+    if not distributed.initialize():
+      # As segjax.main: a device count that divides every point's batch.
+      cpu_devices.configure(*[row.config for row in sweeps.plan(
+          _CONFIG.value, _WORKDIR.value, overrides)])
     summary = sweeps.run(_CONFIG.value, _WORKDIR.value, overrides)
   except ConfigError as e:
     print(f'segjax.sweep: error: {" ".join(str(e).split())}', file=sys.stderr)

@@ -43,3 +43,16 @@ def test_a_fresh_process_gets_one_device_per_core_dividing_the_batch():
                        capture_output=True, text=True).stdout.split()
   want = cpu_devices.auto_count([6])
   assert out == [str(want), str(want)]
+
+
+def test_a_sweep_counts_devices_for_every_point():
+  point = lambda batch: ml_collections.ConfigDict({'batch_size': batch})
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  code = ('import ml_collections, jax\n'
+          'from segjax.training import cpu_devices\n'
+          'c = lambda b: ml_collections.ConfigDict({"batch_size": b})\n'
+          'print(cpu_devices.configure(c(8), c(6), c(3)))\n')
+  out = subprocess.run([sys.executable, '-c', code], env=env, check=True,
+                       capture_output=True, text=True).stdout.split()
+  assert out == [str(cpu_devices.auto_count([8, 6, 3]))] == ['1']
+  assert cpu_devices.batch_sizes(point(4)) == [4, 4, 4]

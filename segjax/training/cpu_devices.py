@@ -44,9 +44,11 @@ def batch_sizes(config):
   return [s for s in sizes if isinstance(s, int) and s > 0]
 
 
-def configure(config):
+def configure(config, *more):
   """Sets JAX's CPU device count from `config.cpu_devices`; returns it, or
-  None where it left JAX's default (see the module docstring)."""
+  None where it left JAX's default (see the module docstring). `more`
+  configs (a sweep's other points) add their batch sizes and meshes."""
+  configs = (config,) + more
   requested = config.get('cpu_devices', -1)
   if not (isinstance(requested, int) and (requested == -1 or requested >= 1)):
     from segjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
@@ -54,11 +56,11 @@ def configure(config):
                       'that divides the batch) or a positive int.')
   if _XLA_FLAG in os.environ.get('XLA_FLAGS', ''):
     return None
-  if tuple(tuple(a) for a in config.get('mesh', (('data', -1),))) != (
-      ('data', -1),):
+  if any(tuple(tuple(a) for a in c.get('mesh', (('data', -1),))) != (
+      ('data', -1),) for c in configs):
     return None
   if requested == -1:
-    sizes = batch_sizes(config)
+    sizes = [size for c in configs for size in batch_sizes(c)]
     if not sizes:
       return None
     count = auto_count(sizes)
