@@ -102,7 +102,7 @@ def _shifted_bwd(stride, dilation, pad, residuals, g):
   g32 = g.astype(jnp.float32)
   live = list(_taps(x_pad, k, stride, dilation, pad, g.shape[1], g.shape[2]))
   products = tuple(window.astype(jnp.float32) * g32 for _, window in live)
-  if x.shape[-1] < _VARIADIC_MAX_CHANNELS:
+  if products and x.shape[-1] < _VARIADIC_MAX_CHANNELS:
     # One pass over the width for all taps, then the (short) rest.
     zeros = tuple(jnp.zeros((), jnp.float32) for _ in products)
     row_sums = jax.lax.reduce(
@@ -121,6 +121,7 @@ _shifted.defvjp(_shifted_fwd, _shifted_bwd)
 
 
 def resolve_method(method):
+  """'shifted' or 'xla' for a METHODS name ('auto': by backend)."""
   if method not in METHODS:
     raise ValueError(f'depthwise method {method!r}: one of {METHODS}')
   if method == 'auto':
