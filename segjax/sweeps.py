@@ -178,15 +178,34 @@ def status(workdir, config):
   return 'partial' if started else 'new'
 
 
-def _load_experiment(config_path):
-  """(get_config(arg), get_sweep(arg)) of 'file.py[:arg]'."""
-  path, *arg = config_path.split(':', 1)  # As ml_collections' config flag.
+def experiment_module(config_path):
+  """(module, [arg]) of an experiment 'file.py[:arg]', as ml_collections'
+  config flag reads it; a missing file is a ConfigError naming it."""
+  path, *arg = config_path.split(':', 1)
   if not epath.Path(path).is_file():
     raise ConfigError(f'{path}: no such experiment file.')
   spec = importlib.util.spec_from_file_location(
-      f'segjax_sweep_{hashlib.sha1(path.encode()).hexdigest()[:8]}', path)
+      f'segjax_experiment_{hashlib.sha1(path.encode()).hexdigest()[:8]}',
+      path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module, arg
+
+
+def experiment_config(config_path):
+  """get_config(arg) of 'file.py[:arg]'; an unknown variant (the
+  experiment's ValueError) is a ConfigError."""
+  module, arg = experiment_module(config_path)
+  try:
+    return module.get_config(*arg)
+  except ValueError as e:
+    raise ConfigError(f'{config_path}: {e}') from e
+
+
+def _load_experiment(config_path):
+  """(get_config(arg), get_sweep(arg)) of 'file.py[:arg]'."""
+  module, arg = experiment_module(config_path)
+  path = config_path.split(':', 1)[0]
   if not hasattr(module, 'get_sweep'):
     raise ConfigError(f'{path} declares no sweep: add get_sweep(arg=None), '
                       'returning a list of points (see segjax.sweeps).')

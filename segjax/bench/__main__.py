@@ -6,12 +6,13 @@ from segjax.bench import eval as eval_bench
 from segjax.bench import latency
 from segjax.bench import memory
 from segjax.bench import metrics
-from segjax.bench import options
 from segjax.bench import models
+from segjax.bench import options
 from segjax.bench import panoptic
 from segjax.bench import profile
 from segjax.bench import report
 from segjax.bench import train_step
+from segjax.errors import ConfigError
 
 
 def _input(argv):
@@ -40,7 +41,11 @@ def main(argv):
     print(f'usage: python -m segjax.bench {{{",".join(BENCHMARKS)}}} '
           '[options]  (--help after the name lists them)', file=sys.stderr)
     return 2
-  return BENCHMARKS[argv[1]](argv[2:])
+  try:
+    return BENCHMARKS[argv[1]](argv[2:])
+  except ConfigError as e:  # A bad experiment file or override: one line.
+    print(f'segjax.bench: error: {e}', file=sys.stderr)
+    return 2
 
 
 if __name__ == '__main__':

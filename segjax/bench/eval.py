@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 
+from segjax import sweeps
 from segjax.bench import latency
 from segjax.bench import peer
 from segjax.inference import modes
@@ -46,7 +47,7 @@ def main(argv):
   parser.add_argument('--peer', action='store_true')
   parser.add_argument('--peer-python', default=None)
   args = parser.parse_args(argv)
-  config = latency._config(args.config)  # pylint: disable=protected-access
+  config = sweeps.experiment_config(args.config)
   config.model.backbone = args.backbone
   config.model.output_stride = args.output_stride
   config.model.separable = True
@@ -64,6 +65,9 @@ def main(argv):
              tuple(args.stride)),
          's_per_image': out['latency_ms'] / 1e3, **out}
   if args.peer:
+    if args.backbone not in _PEER_MODELS:
+      raise SystemExit(f'--peer: no SMP peer for --backbone '
+                       f'{args.backbone!r}; one of {sorted(_PEER_MODELS)}')
     result = peer.run_peer(args.peer_python, _PEER_SCRIPT, [
         '--model', _PEER_MODELS[args.backbone],
         '--classes', str(args.classes), '--height', str(args.height),

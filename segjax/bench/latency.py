@@ -13,28 +13,18 @@ test-time augmentation, e.g. `--config.inference.flip=True`.
 """
 
 import argparse
-import importlib.util
 import json
-import pathlib
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segjax import sweeps
 from segjax.bench import peer
 from segjax.inference.export import serving_fn
 from segjax.inference import run as run_lib
 from segjax.training import state as state_lib
-
-
-def _config(spec):
-  path, _, arg = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location(
-      pathlib.Path(path).stem, path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
 
 
 def measure(config, height, width, repeats, spec=None, exported=True):
@@ -85,7 +75,8 @@ def main(argv):
   parser.add_argument('--width', type=int, default=None)
   parser.add_argument('--repeats', type=int, default=20)
   args = parser.parse_args([a for a in argv if not a.startswith('--config.')])
-  config = run_lib.apply_overrides(_config(args.config), overrides)
+  config = run_lib.apply_overrides(
+      sweeps.experiment_config(args.config), overrides)
   height = args.height or 512
   width = args.width or height
   print(json.dumps({'config': args.config, **measure(

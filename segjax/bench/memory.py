@@ -21,6 +21,7 @@ import numpy as np
 from segjax import losses
 from segjax import models
 from segjax.training import optimizer
+from segjax.training import monitoring
 from segjax.training import sharding
 from segjax.training import state as state_lib
 from segjax.training import steps
@@ -50,10 +51,10 @@ def measure(args, mesh_text):
   batch = sharding.abstract_batch({
       'image': ((per_process,) + image_shape, np.uint8),
       'labels': ((per_process,) + tuple(args.size), np.int32)}, mesh)
-  analysis = step.lower(abstract, batch).compile().memory_analysis()
+  compiled = step.lower(abstract, batch).compile()
+  analysis = compiled.memory_analysis()
   gib = 2.0 ** 30
-  need = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes +
-          analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+  need = monitoring.memory_bytes_of(compiled)
   return {
       'benchmark': 'memory', 'mesh': mesh_text, 'model': args.model,
       'backbone': args.backbone, 'output_stride': args.output_stride,

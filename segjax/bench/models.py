@@ -48,20 +48,26 @@ ZOO = (
 )
 
 
+def forward_flops(model, variables, height, width):
+  """XLA's FLOP count of the eval forward pass of one [1, H, W, 3] image;
+  variables may be abstract (jax.eval_shape)."""
+  image = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
+  lowered = jax.jit(lambda v, x: model.apply(v, x)).lower(variables, image)
+  # GPU backends (JAX 0.11) give no cost analysis before compilation.
+  cost = lowered.cost_analysis() or lowered.compile().cost_analysis()
+  return float((cost[0] if isinstance(cost, (list, tuple)) else cost)['flops'])
+
+
 def measure(name, kwargs, num_classes, size):
   model = models.build(name, num_classes=num_classes, **kwargs)
   image = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
   variables = jax.eval_shape(
       lambda x: model.init(jax.random.PRNGKey(0), x), image)
   params = sum(int(x.size) for x in jax.tree.leaves(variables['params']))
-  lowered = jax.jit(lambda v, x: model.apply(v, x)).lower(variables, image)
-  cost = lowered.cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0]
   return {'model': name, **{k: list(v) if isinstance(v, tuple) else v
                             for k, v in kwargs.items()},
           'num_classes': num_classes, 'size': size, 'params': params,
-          'forward_gflops': cost['flops'] / 1e9}
+          'forward_gflops': forward_flops(model, variables, size, size) / 1e9}
 
 
 def main(argv):

@@ -32,7 +32,6 @@ import statistics
 import subprocess
 import sys
 
-from segjax.bench import train_step
 
 VARIANTS = (
     ('default', {}, []),
@@ -68,27 +67,17 @@ def run_variant(env_extra, args_extra, workload_argv, steps):
 
 
 def main(argv):
-  parser = argparse.ArgumentParser(prog='python -m segjax.bench options')
-  train_step.add_workload_args(parser)
+  parser = argparse.ArgumentParser(
+      prog='python -m segjax.bench options',
+      epilog='Other flags are train_step\'s workload flags (--model, '
+      '--batch, ...), passed to every variant.')
   parser.add_argument('--steps', type=int, default=4)
   parser.add_argument('--repeat', type=int, default=1,
                       help='Runs per variant, interleaved; the median is '
                       'reported with every run.')
   parser.add_argument('--only', nargs='*', default=None,
                       help='Variant names (default: all).')
-  args, _ = parser.parse_known_args(argv)
-  # Pass the workload flags through unchanged (minus ours).
-  workload_argv, skip = [], False
-  for token in argv:
-    if skip:
-      skip = False
-      continue
-    if token in ('--steps', '--repeat'):
-      skip = True
-      continue
-    if token == '--only':
-      break
-    workload_argv.append(token)
+  args, workload_argv = parser.parse_known_args(argv)
   names = [v[0] for v in VARIANTS]
   for name in args.only or []:
     if name not in names:

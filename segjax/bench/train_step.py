@@ -32,6 +32,7 @@ import optax
 
 from segjax import losses
 from segjax import models
+from segjax.bench import models as bench_models
 from segjax.bench import peer
 from segjax.models import conv
 from segjax.training import cpu_devices
@@ -60,15 +61,6 @@ def peak_flops_per_s(dtype, n=None, repeats=5):
   seconds = peer.median_time(lambda: matmul(a, a).block_until_ready(),
                              repeats)
   return 2.0 * n ** 3 / seconds
-
-
-def forward_flops(model, variables, height, width):
-  """XLA's FLOP count of the eval forward pass of one image (lowered only)."""
-  image = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
-  lowered = jax.jit(lambda v, x: model.apply(v, x)).lower(variables, image)
-  # GPU backends (JAX 0.11) give no cost analysis before compilation.
-  cost = lowered.cost_analysis() or lowered.compile().cost_analysis()
-  return float((cost[0] if isinstance(cost, (list, tuple)) else cost)['flops'])
 
 
 class Workload:
@@ -128,27 +120,23 @@ def measure(model_name, backbone, output_stride, batch, height, width,
   """The JSON fields above for one workload."""
   work = Workload(model_name, backbone, output_stride, batch, height, width,
                   classes, dtype)
-  model, variables, compiled = work.model, work.variables, work.compiled
-  compile_s = work.compile_s
-  memory = compiled.memory_analysis()
   seconds = peer.median_time(work.run, steps)
-  flops = monitoring.flops_of(compiled, work.devices)
+  flops = monitoring.flops_of(work.compiled, work.devices)
   return {
       'model': model_name, 'backbone': backbone,
       'output_stride': output_stride, 'batch': batch, 'height': height,
       'width': width,
       'classes': classes, 'dtype': dtype, 'conv': conv.IMPL,
       'device': jax.devices()[0].device_kind, 'jax': jax.__version__,
-      'compile_s': compile_s, 'devices': work.devices,
+      'compile_s': work.compile_s, 'devices': work.devices,
       'params': state_lib.count_params(work.state.params),
       's_per_step': seconds, 'img_per_s': batch / seconds,
       'flops_per_step': flops, 'achieved_flops_per_s': flops / seconds,
       # The peer's convention (backward = 2 x forward), to compare with it.
-      'fwd_flops_per_image': forward_flops(model, variables, height, width),
+      'fwd_flops_per_image': bench_models.forward_flops(
+          work.model, work.variables, height, width),
       'peak_flops_per_s': peak_flops_per_s(jnp.dtype(dtype)),
-      'peak_memory_bytes': None if memory is None else int(
-          memory.argument_size_in_bytes + memory.output_size_in_bytes +
-          memory.temp_size_in_bytes - memory.alias_size_in_bytes),
+      'peak_memory_bytes': monitoring.memory_bytes_of(work.compiled),
   }
 
 

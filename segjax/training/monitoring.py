@@ -53,6 +53,16 @@ def summarize(history, first_step):
   return {k: float(np.mean([row[k] for row in history])) for k in history[0]}
 
 
+def memory_bytes_of(compiled):
+  """Bytes one device needs for an AOT-compiled function (XLA's memory
+  analysis: arguments + outputs + temporaries - donated), or None."""
+  analysis = compiled.memory_analysis()
+  if analysis is None:
+    return None
+  return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+             + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+
+
 def flops_of(compiled, num_devices=1):
   """FLOPs of one call of an AOT-compiled function, from XLA's cost model.
 

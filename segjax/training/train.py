@@ -132,11 +132,10 @@ def _resume_position(saved, layout, step):
 
 def _check_memory(compiled, limit_bytes):
   """Stops a step that cannot fit before it runs, with the figures."""
-  analysis = compiled.memory_analysis()
-  if analysis is None:
+  need = monitoring.memory_bytes_of(compiled)
+  if need is None:
     return None
-  need = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes +
-          analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+  analysis = compiled.memory_analysis()
   if limit_bytes is None:
     limit_bytes = monitoring.device_memory_limit()
   if limit_bytes is not None and need > limit_bytes:
