@@ -1,7 +1,9 @@
 r"""U-Net on DSB2018 nuclei (Kaggle Data Science Bowl 2018, stage 1 train).
 
-Semantic background / nucleus segmentation with a softmax head; the binary
-(sigmoid) and instance variants build on this recipe. Prepare once: unzip
+Semantic background / nucleus segmentation with a softmax head, or (the
+`binary` and `boundary` variants) with sigmoid heads whose instances are
+scored beside Panoptic-DeepLab's (experiments/dsb2018_panoptic.py; see
+docs/instances.md). Prepare once: unzip
 Kaggle's `stage1_train.zip` (see `segjax/data/dsb2018.py`) and point
 `config.data.manual_dir` at the folder holding `stage1_train/`; segjax builds
 the TFDS data set on first use (about 16 s). Run:
@@ -22,6 +24,19 @@ Variants (`--config experiments/dsb2018_unet.py:local`):
           batch 8, 400 steps; evaluation one image at a time (one compiled
           program per image size: about 9 sizes).
   tiny    seconds; for tests.
+  binary  CPU run (an estimated 15 minutes on 2 free cores): the `local` U-Net, one
+          sigmoid logit (nucleus), BCE + binary Dice, 1500 steps; scored
+          by foreground IoU / Dice / precision / recall, and its instances
+          (connected components of the thresholded mask, >= 8 px) by PQ
+          and COCO mask AP; best checkpoint by validation IoU.
+  boundary  as `binary` with a second sigmoid channel for instance
+          boundaries (width 1 px, the same losses); instances are the
+          components of foreground minus boundary, grown back over the
+          foreground; best checkpoint by validation PQ.
+  binary_tiny, boundary_tiny  seconds; for tests.
+
+  python -m segjax.main --config experiments/dsb2018_unet.py:boundary \
+      --config.data.manual_dir=/path/to/dsb2018 --workdir /tmp/segjax/dsb_bnd
 """
 
 import ml_collections
@@ -29,11 +44,21 @@ import ml_collections
 from segjax.training import config_fields
 
 
+# Variant -> (head, size): head None is the softmax one.
+VARIANTS = {
+    None: (None, 'full'), '': (None, 'full'), 'local': (None, 'local'),
+    'tiny': (None, 'tiny'), 'binary': ('binary', 'local'),
+    'boundary': ('boundary', 'local'), 'binary_tiny': ('binary', 'tiny'),
+    'boundary_tiny': ('boundary', 'tiny'),
+}
+
+
 def get_config(arg=None):
   """Returns the experiment config; `arg` picks a variant (see docstring)."""
-  if arg not in (None, '', 'local', 'tiny'):
-    raise ValueError(f'Unknown variant {arg!r} of dsb2018_unet; use "local", '
-                     '"tiny" or nothing.')
+  if arg not in VARIANTS:
+    raise ValueError(f'Unknown variant {arg!r} of dsb2018_unet; use one of '
+                     f'{sorted(v for v in VARIANTS if v)} or nothing.')
+  head, size = VARIANTS[arg]
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.data_seed = 0
@@ -87,7 +112,7 @@ def get_config(arg=None):
   config.keep_checkpoints = 3
   config.num_images_to_save = 4
 
-  if arg in ('local', 'tiny'):
+  if size in ('local', 'tiny'):
     config.data.augment = ('rotate(180)|scale(0.75, 1.5)|crop(128, 128)|'
                            'flip_lr|jitter(0.2, 0.2, 0.2, 0.05)')
     config.model.features = (16, 32, 64, 128)
@@ -98,7 +123,22 @@ def get_config(arg=None):
     config.eval_every_steps = 400
     config.checkpoint_every_steps = 200
     config.schedule.warmup_steps = 20
-  if arg == 'tiny':
+  if head is not None:
+    config.loss = ml_collections.ConfigDict(
+        {'binary_cross_entropy': 1.0, 'binary_dice': 1.0})
+    # Nuclei have 21 px or more (1% have < 26): smaller components are
+    # noise. Up to 375 nuclei per image: COCO maxDets 1000, as the
+    # Panoptic-DeepLab recipe.
+    config_fields.add_binary_options(
+        config, boundary=head == 'boundary', boundary_width=1,
+        instances=True, min_area=8, max_dets=1000)
+    config.best_checkpoint_metric = ('validation/pq' if head == 'boundary'
+                                     else 'validation/iou')
+    config.num_train_steps = 1500
+    config.eval_every_steps = 1500
+    config.checkpoint_every_steps = 500
+    config.log_every_steps = 100
+  if size == 'tiny':
     config.data.augment = 'crop(32, 32)|flip_lr'
     config.data.final_eval_splits = ()
     config.model.features = (8, 16)

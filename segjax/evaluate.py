@@ -11,7 +11,10 @@ resized images (`config.data.eval_preprocess='resize(h, w)'`), the model
 sees the resized image and its probabilities are resized back; labels are
 never resized. Images are padded to size buckets, so a split of mixed sizes
 compiles a few programs. Scores are sums over the split (confusion matrix;
-for panoptic models also PQ counts and COCO mask AP), scored once.
+for panoptic models also PQ counts and COCO mask AP; for binary runs the
+foreground's IoU / Dice / precision / recall counts, and with
+`config.binary.instances` PQ and mask AP of the post-processed instances),
+scored once.
 
 Writes `<workdir>/eval/<split>_step<N>[_<tag>]`: `.json` (scores, per-class
 table, inference options, checkpoint, timing), `_confusion.png` (row-

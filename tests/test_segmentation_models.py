@@ -1,5 +1,7 @@
 """DeepLabV3 / V3+, FCN and the model registry (eval_shape: no compilation)."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -174,3 +176,57 @@ def test_models_take_the_light_backbone(name):
   model = models.build(name, num_classes=3, backbone='mobilenet_v2')
   _, logits = _shapes(model, size=(1, 45, 61, 3))
   assert logits.shape == (1, 45, 61, 3)
+
+
+@pytest.mark.parametrize('in_hw,out_hw', [((6, 8), (11, 15)), ((3, 4), (6, 8)),
+                                          ((5, 7), (5, 7)), ((2, 3), (7, 9))])
+def test_upsample_nearest_copies_the_top_left_aligned_pixel(in_hw, out_hw):
+  # Independent definition, float64: output (i, j) = input (i // k, j // l)
+  # with k, l the ceil ratios; the gradient of sum(w * out) sums w over the
+  # output pixels that copy each input pixel.
+  from segjax.models.layers import upsample_nearest
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, *in_hw, 3))
+  weights = rng.normal(size=(2, *out_hw, 3))
+  k, l = -(-out_hw[0] // in_hw[0]), -(-out_hw[1] // in_hw[1])
+  want = np.zeros((2, *out_hw, 3))
+  want_grad = np.zeros_like(x)
+  for i in range(out_hw[0]):
+    for j in range(out_hw[1]):
+      want[:, i, j] = x[:, i // k, j // l]
+      want_grad[:, i // k, j // l] += weights[:, i, j]
+  got = upsample_nearest(jnp.asarray(x, jnp.float32), out_hw)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6)
+  grad = jax.grad(lambda v: jnp.sum(upsample_nearest(v, out_hw) * weights))(
+      jnp.asarray(x, jnp.float32))
+  np.testing.assert_allclose(np.asarray(grad), want_grad, rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_upsample_nearest_equals_torch_nearest_at_unet_sizes():
+  # PyTorch's F.interpolate(mode='nearest') reads input floor(i * h / H);
+  # for H = 2h and H = 2h - 1 that is i // 2, the repeat-and-crop above.
+  from segjax.models.layers import upsample_nearest
+  for h, out in ((6, 11), (6, 12), (11, 22), (5, 9)):
+    x = np.arange(h, dtype=np.float32).reshape(1, h, 1, 1)
+    got = np.asarray(upsample_nearest(jnp.asarray(x), (out, 1)))[0, :, 0, 0]
+    np.testing.assert_array_equal(got, np.floor(np.arange(out) * h / out))
+  with pytest.raises(ValueError, match='enlarges'):
+    upsample_nearest(jnp.ones((1, 4, 4, 1)), (3, 4))
+
+
+def test_resnet_unet_gradient_has_no_scatter():
+  # The decoder's upsampling must not lower to gather / scatter (XLA:CPU
+  # runs scatter-add serially; see layers.upsample_nearest).
+  model = models.build('resnet_unet', num_classes=3, backbone='resnet18',
+                       decoder_features=(8, 8, 8, 8, 8))
+  x = jnp.zeros((1, 40, 56, 3))
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
+  def loss(params, batch_stats):
+    out = model.apply({'params': params, 'batch_stats': batch_stats}, x,
+                      train=True, mutable=['batch_stats'])[0]
+    return out.sum()
+  text = jax.jit(jax.grad(loss)).lower(variables['params'],
+                                       variables['batch_stats']).as_text()
+  # (select_and_scatter, max pooling's gradient, is not a scatter.)
+  assert not re.findall(r'stablehlo\.(?:scatter|gather)\b', text)

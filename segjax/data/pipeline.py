@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from segjax.data import augment
+from segjax.data import boundary_targets as boundary_lib
 from segjax.data import datasets
 from segjax.data import panoptic_targets as targets_lib
 from segjax.data.tf_host import tf
@@ -77,7 +78,7 @@ def stream_position(step, global_batch_size, examples_per_epoch):
 
 def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
                   start_position=None, process_index=0, process_count=1,
-                  panoptic_targets=None):
+                  panoptic_targets=None, boundary_width=None):
   """This process's part of the training stream, an infinite tf.data.Dataset.
 
   The global stream is a pure function of (seed, epoch, example index), the
@@ -107,13 +108,17 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
       `segjax.data.panoptic_targets.panoptic_targets` (thing_classes, sigma,
       small_instance_area, ...): Panoptic-DeepLab's targets are then made
       from each augmented example's instance map.
+    boundary_width: None, or the `width` of
+      `segjax.data.boundary_targets.boundary_targets`: instance-boundary
+      labels are then made from each augmented example's instance map.
 
   Returns:
     A tf.data.Dataset of dicts of local batches: 'image' [b, H, W, 3] uint8
     (float32 if the spec ends in `normalize`), 'labels' [b, H, W] int32
     (255 = ignore), and with `panoptic_targets` also 'center_heatmap',
     'center_weights', 'offset_weights', 'semantic_weights' [b, H, W] and
-    'center_offsets' [b, H, W, 2], float32. H and W are static when the
+    'center_offsets' [b, H, W, 2], float32, and with `boundary_width`
+    'boundaries' [b, H, W] int32 (1 / 0 / 255). H and W are static when the
     augmentation ends in a fixed size (e.g. `crop(h, w)`).
   """
   spec = datasets.get_spec(data_config.name)
@@ -128,9 +133,11 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
       start_step, global_batch_size, num_examples)
   first = start_epoch * num_examples + start_index  # Global row 0.
   transform = augment.build(data_config.get('augment'))
-  if panoptic_targets is not None and 'instances' not in base.element_spec:
+  need_instances = (panoptic_targets is not None or
+                    boundary_width is not None)
+  if need_instances and 'instances' not in base.element_spec:
     raise ConfigError(f'{data_config.name!r} has no instance maps, which '
-                      'a panoptic model needs for its targets.')
+                      'panoptic and boundary targets are made from.')
 
   @tf.autograph.experimental.do_not_convert
   def epoch_stream(epoch):
@@ -150,7 +157,7 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
 
   @tf.autograph.experimental.do_not_convert
   def augment_one(epoch, index, example):
-    if panoptic_targets is None:
+    if not need_instances:
       example.pop('instances', None)  # Not needed: not augmented.
     example = transform(example, _key(seed, epoch, index))
     out = {'image': example['image'],
@@ -159,6 +166,10 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
       # From the augmented maps: centers of the instances' visible parts.
       out.update(targets_lib.panoptic_targets(
           out['labels'], example['instances'], **panoptic_targets))
+    if boundary_width is not None:
+      out['boundaries'] = boundary_lib.boundary_targets(
+          out['labels'], example['instances'], width=boundary_width,
+          ignore_index=data_config.get('ignore_index', datasets.IGNORE_INDEX))
     return out
 
   ds = tf.data.Dataset.range(start_epoch, _FOREVER).flat_map(epoch_stream)

@@ -8,12 +8,13 @@ import json
 import time
 
 from etils import epath
+import jax
 import numpy as np
 
 from segjax import metrics
-from segjax import models
 from segjax.errors import ConfigError
 from segjax.inference import run as run_lib
+from segjax.training import binary as binary_lib
 from segjax.training import panoptic as panoptic_lib
 
 
@@ -79,9 +80,13 @@ def evaluate(workdir, checkpoint='best', split=None, ema=False, tag='',
   predict_fn = run_lib.make_predict_fn(config, model, variables, spec)
   ignore_index = config.data.get('ignore_index', 255)
   n = spec.num_classes
-  panoptic = models.task_of(config.model.name) == 'panoptic'
+  task = binary_lib.task(config)
+  panoptic = task == 'panoptic'
+  binary = binary_lib.options(config, spec) if task == 'binary' else None
   cm = np.zeros((n, n), np.int64)
-  pq_stats, mask_ap = None, None
+  pq_stats, mask_ap, binary_stats, instance_scores = None, None, None, None
+  if binary is not None and binary['instances']:
+    instance_scores = binary_lib.InstanceScores(binary, spec, ignore_index)
   if panoptic:
     opts = dict(config.panoptic)
     mask_ap = metrics.MaskAP(spec.thing_classes, class_names=spec.class_names,
@@ -93,8 +98,17 @@ def evaluate(workdir, checkpoint='best', split=None, ema=False, tag='',
     start = time.perf_counter()
     out = predict_fn(example['image'])
     seconds += time.perf_counter() - start
-    pred = out['labels'] if panoptic else out
+    pred = out['labels'] if isinstance(out, dict) else out
     cm += _confusion(labels, pred, n, ignore_index)
+    if binary is not None:
+      stats = jax.device_get(metrics.binary_stats(
+          labels, out['probabilities'][..., 0], binary['threshold'],
+          ignore_index=ignore_index))
+      binary_stats = stats if binary_stats is None else jax.tree.map(
+          np.add, binary_stats, stats)
+    if instance_scores is not None:
+      instance_scores.add(labels, example['instances'],
+                          out['instance_ids'], out['scores'])
     if panoptic:
       gt = np.asarray(panoptic_lib.ground_truth_panoptic(
           labels[None], example['instances'][None].astype(np.int32),
@@ -130,16 +144,17 @@ def evaluate(workdir, checkpoint='best', split=None, ema=False, tag='',
                     for c, name in enumerate(spec.class_names)},
       'confusion_matrix': cm.tolist(),
   }
-  if panoptic:
-    pq = metrics.panoptic_scores(pq_stats, tuple(spec.thing_classes))
-    report.update({k: float(pq[k]) for k in (
-        'pq', 'sq', 'rq', 'pq_things', 'sq_things', 'rq_things', 'pq_stuff',
-        'sq_stuff', 'rq_stuff')})
-    for c, name in enumerate(spec.class_names):
-      report['per_class'][name]['pq'] = float(pq['pq_per_category'][c])
-    ap = mask_ap.result()
-    report.update({f'mask_{k}': ap[k] for k in (
-        'ap', 'ap50', 'ap75', 'ap_small', 'ap_medium', 'ap_large', 'ar')})
+  if binary_stats is not None:
+    binary_scores = metrics.binary_scores_from_stats(binary_stats)
+    report.update({k: float(binary_scores[k])
+                   for k in binary_lib.BINARY_KEYS})
+  instance_row = (instance_scores.result() if instance_scores is not None
+                  else panoptic_lib.instance_scores_row(pq_stats, mask_ap,
+                                                        spec))
+  for name in spec.class_names:
+    if f'pq/{name}' in instance_row:
+      report['per_class'][name]['pq'] = instance_row.pop(f'pq/{name}')
+  report.update(instance_row)
   folder = epath.Path(workdir) / 'eval'
   folder.mkdir(parents=True, exist_ok=True)
   name = f'{split}_step{step}' + (f'_{tag}' if tag else '')
@@ -154,8 +169,8 @@ def table(report):
     pq = f' {row["pq"]:7.4f}' if 'pq' in row else ''
     lines.append(f'{name:<16} {row["iou"]:7.4f}{pq}')
   lines.append(f'{"mIoU":<16} {report["miou"]:7.4f}')
-  for key in ('pq', 'pq_things', 'pq_stuff', 'mask_ap', 'mask_ap50',
-              'mask_ap75'):
+  for key in ('iou', 'dice', 'precision', 'recall', 'pq', 'pq_things',
+              'pq_stuff', 'mask_ap', 'mask_ap50', 'mask_ap75'):
     if key in report:
       lines.append(f'{key:<16} {report[key]:7.4f}')
   return '\n'.join(lines)

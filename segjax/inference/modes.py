@@ -160,15 +160,18 @@ def _validate(num_classes, mode, window, stride, scales):
   return window, stride, tuple(float(s) for s in scales)
 
 
-def _softmax(logits, shape, num_classes):
-  """float32 softmax, after checking what apply_fn returned."""
+def _probabilities(logits, shape, num_classes, activation):
+  """float32 softmax (or sigmoid), after checking what apply_fn returned."""
   if logits.shape != (*shape, num_classes):
     raise ValueError(f'apply_fn returned logits of shape {logits.shape}, '
                      f'expected {(*shape, num_classes)}')
+  if activation == 'sigmoid':
+    return jax.nn.sigmoid(logits.astype(jnp.float32))
   return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
 
-def _slide(apply_fn, variables, images, num_classes, window, stride):
+def _slide(apply_fn, variables, images, num_classes, window, stride,
+           activation):
   """[B, H, W, C] -> [B, H, W, K]: mean probabilities over the windows."""
   b, h, w, _ = images.shape
   wh, ww = min(window[0], h), min(window[1], w)
@@ -180,7 +183,7 @@ def _slide(apply_fn, variables, images, num_classes, window, stride):
   # compiled program (no gathers) and the loop below unrolls at trace time.
   crops = jnp.stack([images[:, r:r + wh, c:c + ww] for r, c in corners], 1)
   logits = apply_fn(variables, crops.reshape(b * n, wh, ww, -1))
-  probs = _softmax(logits, (b * n, wh, ww), num_classes)
+  probs = _probabilities(logits, (b * n, wh, ww), num_classes, activation)
   probs = probs.reshape(b, n, wh, ww, num_classes)
   total = jnp.zeros((b, h, w, num_classes), jnp.float32)
   count = np.zeros((h, w, 1), np.float32)
@@ -211,7 +214,8 @@ def _flip_real(x, width):
 
 
 def make_predict_fn(apply_fn, num_classes, *, mode='whole', window=None,
-                    stride=None, scales=(1.0,), flip=False):
+                    stride=None, scales=(1.0,), flip=False,
+                    activation='softmax'):
   """Returns a jitted `predict(variables, images, mask) -> probs`.
 
   Args:
@@ -233,11 +237,13 @@ def make_predict_fn(apply_fn, num_classes, *, mode='whole', window=None,
       probabilities back to (H, W).
     flip: also run each scale on the horizontally flipped image (real
       region only, see the module docstring) and flip the result back.
+    activation: 'softmax' (over the classes) or 'sigmoid' (each channel
+      its own probability, for a binary model's sigmoid logits).
 
   Returns:
     predict(variables, images [B, H, W, C] float32, mask [B, H, W] bool)
     -> probs [B, H, W, num_classes] float32: the equally weighted mean of
-    the softmax probabilities of all len(scales) * (1 + flip) passes, 0
+    the softmax (or sigmoid) probabilities of all len(scales) * (1 + flip) passes, 0
     where mask is False. It traces (and compiles) once per input shape.
 
   Raises:
@@ -246,6 +252,9 @@ def make_predict_fn(apply_fn, num_classes, *, mode='whole', window=None,
   """
   window, stride, scales = _validate(num_classes, mode, window, stride,
                                      scales)
+  if activation not in ('softmax', 'sigmoid'):
+    raise ValueError(f"activation must be 'softmax' or 'sigmoid', got "
+                     f'{activation!r}')
 
   def one_scale(variables, images, scale):
     b, h, w, _ = images.shape
@@ -254,9 +263,11 @@ def make_predict_fn(apply_fn, num_classes, *, mode='whole', window=None,
       raise ValueError(f'scale {scale} shrinks a {h}x{w} input to nothing')
     x = images if (sh, sw) == (h, w) else _resize(images, sh, sw)
     if mode == 'whole':
-      probs = _softmax(apply_fn(variables, x), (b, sh, sw), num_classes)
+      probs = _probabilities(apply_fn(variables, x), (b, sh, sw),
+                             num_classes, activation)
     else:
-      probs = _slide(apply_fn, variables, x, num_classes, window, stride)
+      probs = _slide(apply_fn, variables, x, num_classes, window, stride,
+                     activation)
     return probs if (sh, sw) == (h, w) else _resize(probs, h, w)
 
   def predict(variables, images, mask):

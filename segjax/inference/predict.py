@@ -2,7 +2,6 @@
 
 from absl import logging
 
-from segjax import models
 from segjax.inference import image_io
 from segjax.inference import run as run_lib
 
@@ -31,7 +30,6 @@ def predict(workdir, inputs, output, checkpoint='best', ema=False,
   step = run_lib.resolve_step(workdir, config, checkpoint)
   predict_fn = run_lib.make_predict_fn(
       config, model, run_lib.load_variables(workdir, step, ema=ema), spec)
-  panoptic = models.task_of(config.model.name) == 'panoptic'
   ignore_index = config.data.get('ignore_index', 255)
   paths = image_io.find_images(inputs)
   logging.info('Predicting %d images with %s step %d.', len(paths), workdir,
@@ -45,12 +43,13 @@ def predict(workdir, inputs, output, checkpoint='best', ema=False,
       failed[str(path)] = str(e)
       continue
     out = predict_fn(image)
-    labels = out['labels'] if panoptic else out
+    # Panoptic and binary runs return dicts, semantic ones a label map.
+    labels = out['labels'] if isinstance(out, dict) else out
     image_io.write_semantic(output, stem, image, labels,
                             class_names=spec.class_names,
                             ignore_index=ignore_index)
-    if panoptic:
-      divisor = config.panoptic.label_divisor
+    if isinstance(out, dict) and 'panoptic' in out:
+      divisor = (config.get('panoptic') or config.binary).label_divisor
       scores = {int(c) * divisor + k + 1: float(s) for k, (c, s, v) in
                 enumerate(zip(out['classes'], out['scores'], out['valid']))
                 if v}

@@ -27,6 +27,11 @@ Panoptic models (Panoptic-DeepLab) return dicts instead: 'labels' (semantic
 argmax), 'panoptic', 'instance_ids' and per-instance 'scores' / 'classes' /
 'valid' from `segjax.inference.panoptic.panoptic_postprocess`; they run whole
 images (test-time augmentation of centers and offsets is not implemented).
+Binary (sigmoid) runs (`config.binary`) return dicts too: 'labels' (the
+thresholded foreground, 0 / 1), 'probabilities' [H, W, K] (foreground,
+boundary), and with `config.binary.instances` the same instance keys as
+panoptic runs (`segjax.inference.instances`, on the host); their
+probabilities go through the inference modes (sigmoids averaged).
 """
 
 import ast
@@ -44,9 +49,11 @@ import orbax.checkpoint as ocp
 
 from segjax import models
 from segjax.errors import ConfigError
+from segjax.inference import instances as instances_lib
 from segjax.inference import modes
 from segjax.inference import panoptic as postprocess_lib
 from segjax.models.inputs import normalize_images
+from segjax.training import binary as binary_lib
 
 # config.inference defaults: how a run predicts unless told otherwise.
 INFERENCE_DEFAULTS = {
@@ -233,7 +240,8 @@ def build(config, spec):
     if isinstance(model_config.get(key), str):
       model_config[key] = jnp.dtype(model_config[key])
   try:
-    return models.build_model(model_config, spec.num_classes)
+    return models.build_model(
+        model_config, binary_lib.num_outputs(config, spec.num_classes))
   except ValueError as e:
     raise ConfigError(str(e)) from e
 
@@ -289,19 +297,56 @@ def panoptic_predictions(outputs, size, config, spec):
           'valid': result['instance_valid']}
 
 
+def binary_predictions(probs, opts, spec):
+  """A binary run's [H, W, K] sigmoid probabilities -> its predictions.
+
+  Returns:
+    {'labels': [H, W] int32 thresholded foreground, 'probabilities':
+    [H, W, K] float32}, and with `opts['instances']` 'instance_ids',
+    'panoptic' [H, W] int32 and per-instance 'scores', 'classes', 'valid'
+    [N] (all valid).
+  """
+  out = {'labels': (probs[..., 0] >= opts['threshold']).astype(np.int32),
+         'probabilities': probs.astype(np.float32)}
+  if opts['instances']:
+    ids, scores = binary_lib.instances_of(probs, opts)
+    thing = spec.thing_classes[0]
+    out.update({
+        'instance_ids': ids, 'scores': scores,
+        'classes': np.full(scores.shape, thing, np.int32),
+        'valid': np.ones(scores.shape, bool),
+        'panoptic': instances_lib.instance_panoptic(
+            ids, thing_class=thing, label_divisor=opts['label_divisor'])})
+  return out
+
+
+def _stack(arrays):
+  """Stacks per-image arrays; [N] arrays of different N are padded with
+  zeros (a binary run's per-instance arrays: 'valid' False there)."""
+  if len({a.shape for a in arrays}) > 1 and all(a.ndim == 1
+                                                 for a in arrays):
+    n = max(a.shape[0] for a in arrays)
+    arrays = [np.pad(a, (0, n - a.shape[0])) for a in arrays]
+  return np.stack(arrays)
+
+
 def make_predict_fn(config, model, variables, spec, **inference_overrides):
   """`predict_fn(images)` for a run (see the module docstring)."""
   options = inference_options(config, **inference_overrides)
   resize_to = eval_size(config)
   variables = jax.device_put(variables)
-  panoptic = models.task_of(config.model.name) == 'panoptic'
+  task = binary_lib.task(config)
+  panoptic = task == 'panoptic'
+  binary = binary_lib.options(config, spec) if task == 'binary' else None
 
   if not panoptic:
     probs_fn = modes.make_predict_fn(
-        lambda v, x: model.apply(v, x, train=False), spec.num_classes,
+        lambda v, x: model.apply(v, x, train=False),
+        binary_lib.num_outputs(config, spec.num_classes),
         mode=options['mode'], window=options['window'],
         stride=options['stride'], scales=tuple(options['scales']),
-        flip=bool(options['flip']))
+        flip=bool(options['flip']),
+        activation='softmax' if binary is None else 'sigmoid')
   else:
     apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
 
@@ -325,6 +370,8 @@ def make_predict_fn(config, model, variables, spec, **inference_overrides):
       probs = probs_fn(variables, padded, mask)[:, :size[0], :size[1]]
       if resize_to:
         probs = resize(probs, (h, w))
+      if binary is not None:
+        return binary_predictions(np.asarray(probs[0]), binary, spec)
       return np.asarray(jnp.argmax(probs[0], -1), np.int32)
     out = apply(variables, jnp.asarray(padded))
     out = {k: v[:, :size[0], :size[1]] for k, v in out.items()}
@@ -337,8 +384,8 @@ def make_predict_fn(config, model, variables, spec, **inference_overrides):
     if kind == 'single':
       return results[0]
     if kind == 'batch':
-      if panoptic:
-        return {k: np.stack([r[k] for r in results]) for k in results[0]}
+      if isinstance(results[0], dict):
+        return {k: _stack([r[k] for r in results]) for k in results[0]}
       return np.stack(results)
     return results
 

@@ -12,6 +12,7 @@ outputs) is `panoptic_deeplab_loss` / `build_panoptic_loss`.
 
 from segjax.losses.binary import binary_dice_loss
 from segjax.losses.binary import sigmoid_binary_cross_entropy
+from segjax.losses.combined import BINARY_LOSSES
 from segjax.losses.combined import build_loss
 from segjax.losses.cross_entropy import pixel_cross_entropy
 from segjax.losses.cross_entropy import softmax_cross_entropy
@@ -23,6 +24,7 @@ from segjax.losses.panoptic import build_panoptic_loss
 from segjax.losses.panoptic import panoptic_deeplab_loss
 
 __all__ = [
+    'BINARY_LOSSES',
     'binary_dice_loss',
     'build_loss',
     'build_panoptic_loss',

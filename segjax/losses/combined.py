@@ -20,6 +20,10 @@ LOSSES = {
     'binary_dice': binary_dice_loss,
 }
 
+# The losses of one sigmoid logit per pixel, which a binary task
+# (`config.binary`, segjax/training/binary.py) can use.
+BINARY_LOSSES = frozenset({'binary_cross_entropy', 'binary_dice'})
+
 
 def build_loss(loss_config, ignore_index=255):
   """Builds `loss_fn(logits, labels) -> (total, {name: term})` from a config.

@@ -53,9 +53,28 @@ MODELS = {
 PANOPTIC_MODELS = frozenset({'panoptic_deeplab'})
 
 
-def task_of(model_name):
-  """'panoptic' for models predicting instances too, else 'semantic'."""
-  return 'panoptic' if model_name in PANOPTIC_MODELS else 'semantic'
+def task_of(model_name, binary=False):
+  """The task a model trains for and is scored on.
+
+  Args:
+    model_name: `config.model.name`.
+    binary: whether the experiment has a `config.binary` block (sigmoid
+      outputs, see segjax/training/binary.py).
+
+  Returns:
+    'panoptic' for models predicting instances too (their outputs are a
+    dict), 'binary' for sigmoid logits (one per pixel, plus a boundary
+    channel), else 'semantic' (softmax logits, one per class).
+
+  Raises:
+    ValueError for a panoptic model with `binary`.
+  """
+  if model_name in PANOPTIC_MODELS:
+    if binary:
+      raise ValueError(f'config.binary is for models returning logits; '
+                       f'{model_name!r} is a panoptic model.')
+    return 'panoptic'
+  return 'binary' if binary else 'semantic'
 
 
 def build(name, num_classes=None, **kwargs):

@@ -2,7 +2,7 @@
 
 Encoder: a ResNet (`resnet.py`) whose stem (stride 2) and stage1..stage4
 (strides 4..32) are the skips. Decoder: five blocks, each upsampling by 2
-(nearest neighbour), concatenating the skip of that resolution (none for the
+(nearest neighbour, `layers.upsample_nearest`), concatenating the skip of that resolution (none for the
 last) and applying two 3x3 conv-BN-ReLU layers, with `decoder_features`
 channels (256, 128, 64, 32, 16); a 3x3 classifier conv on top. With a
 ResNet-18 and 11 classes it has 14,329,659 parameters, as SMP's
@@ -21,6 +21,7 @@ from segjax.models import backbones
 from segjax.models.conv import Conv
 from segjax.models.layers import batch_norm
 from segjax.models.layers import ConvBNReLU
+from segjax.models.layers import upsample_nearest
 
 
 class ResNetUNet(nn.Module):
@@ -51,8 +52,7 @@ class ResNetUNet(nn.Module):
     for i, width in enumerate(self.decoder_features):
       skip = skips[i] if i < len(skips) else None
       size = skip.shape[1:3] if skip is not None else (h, w)
-      x = jax.image.resize(x, x.shape[:1] + tuple(size) + x.shape[3:],
-                           'nearest')
+      x = upsample_nearest(x, size)
       if skip is not None:
         x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
       x = block(width, name=f'decoder{i}_conv1')(x)

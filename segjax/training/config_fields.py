@@ -110,6 +110,55 @@ def add_panoptic_options(config, image_height, **overrides):
   return config
 
 
+# `config.binary` fields and their defaults (segjax/training/binary.py
+# checks them; docs/instances.md says what they do).
+BINARY_DEFAULTS = {
+    # Probability threshold: foreground (scores, instances) and boundary.
+    'threshold': 0.5,
+    # A second output channel predicting instance boundaries, its target
+    # width in pixels and its loss weight (relative to the foreground's).
+    'boundary': False,
+    'boundary_width': 1,
+    'boundary_weight': 1.0,
+    # Instances at evaluation (host post-processing), scored by PQ and COCO
+    # mask AP; seeds / components below min_area pixels are dropped.
+    'instances': False,
+    'min_area': 1,
+    # Panoptic ids: category * label_divisor + instance; at most
+    # max_instances - 1 instances per image (PQ's static bound).
+    'label_divisor': 1000,
+    'max_instances': 1000,
+    'mask_ap': True,
+    'max_dets': 100,
+}
+
+
+def add_binary_options(config, **overrides):
+  """Sets `config.binary`: a sigmoid head (the trainer's 'binary' task).
+
+  Its presence switches the trainer from softmax logits (one per class) to
+  one sigmoid logit per pixel (foreground = any class but 0), plus one for
+  instance boundaries with `boundary=True`.
+
+  Args:
+    config: an experiment's ConfigDict.
+    **overrides: any field of `BINARY_DEFAULTS`, e.g. `boundary=True,
+      instances=True`.
+
+  Returns:
+    `config`, for chaining.
+
+  Raises:
+    ValueError naming unknown fields.
+  """
+  unknown = sorted(set(overrides) - set(BINARY_DEFAULTS))
+  if unknown:
+    raise ValueError(f'add_binary_options: unknown field(s) {unknown}; '
+                     f'known: {sorted(BINARY_DEFAULTS)}.')
+  config.binary = ml_collections.ConfigDict({**BINARY_DEFAULTS, **overrides})
+  return config
+
+
 # Panoptic-DeepLab decoder and head widths by size: the paper's, a CPU size
 # (a quarter of them; with plain 5x5 convs: with depthwise-separable ones a
 # shapes train step took 1.4x as long on XLA:CPU, 459 vs 329 ms) and a test

@@ -23,6 +23,11 @@ from segjax.inference import panoptic as postprocess_lib
 from segjax.models.inputs import model_inputs
 
 TARGET_FIELDS = ('sigma', 'small_instance_area', 'small_instance_weight')
+# Metrics-row names of panoptic_scores' and MaskAP.result's scores.
+PQ_KEYS = ('pq', 'sq', 'rq', 'pq_things', 'sq_things', 'rq_things',
+           'pq_stuff', 'sq_stuff', 'rq_stuff')
+MASK_AP_KEYS = ('ap', 'ap50', 'ap75', 'ap_small', 'ap_medium', 'ap_large',
+                'ar')
 
 
 def options(config, spec):
@@ -69,6 +74,30 @@ def ground_truth_panoptic(labels, instances, *, thing_classes, label_divisor,
   void = (labels == ignore_index) | (is_thing & (instances <= 0))
   ids = labels * label_divisor + jnp.where(is_thing, instances, 0)
   return jnp.where(void, ignore_index * label_divisor, ids).astype(jnp.int32)
+
+
+def instance_scores_row(pq_stats, mask_ap, spec):
+  """Metrics-row entries of summed `panoptic_stats` and a `MaskAP`.
+
+  Args:
+    pq_stats: the summed stats, or None (no PQ).
+    mask_ap: a `segjax.metrics.MaskAP` holding the images, or None.
+    spec: the data set's spec (class names, thing classes).
+
+  Returns:
+    {'pq', 'sq', 'rq', 'pq_things', ..., 'pq/<class>'} (with `pq_stats`)
+    and {'mask_ap', 'mask_ap50', ...} (with `mask_ap`), floats.
+  """
+  row = {}
+  if pq_stats is not None:
+    pq = metrics.panoptic_scores(pq_stats, tuple(spec.thing_classes))
+    row.update({key: float(pq[key]) for key in PQ_KEYS})
+    row.update({f'pq/{name}': float(pq['pq_per_category'][c])
+                for c, name in enumerate(spec.class_names)})
+  if mask_ap is not None:
+    ap = mask_ap.result()
+    row.update({f'mask_{key}': ap[key] for key in MASK_AP_KEYS})
+  return row
 
 
 def make_eval_step(model, num_classes, ignore_index, thing_classes, opts):

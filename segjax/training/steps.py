@@ -7,6 +7,7 @@ device or many, and `jax.jit` with shardings does the distribution.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from segjax import metrics
@@ -24,7 +25,8 @@ def _micro_batches(x, k):
 
 
 def make_train_step(model, tx, loss_fn, schedule, *, accum_steps=1,
-                    aux_loss_weight=0.0, ema_decay=0.0):
+                    aux_loss_weight=0.0, ema_decay=0.0,
+                    sigmoid_threshold=None):
   """Builds `train_step(state, batch) -> (state, metrics)`.
 
   Args:
@@ -47,6 +49,9 @@ def make_train_step(model, tx, loss_fn, schedule, *, accum_steps=1,
     ema_decay: the state's `ema_params` / `ema_batch_stats` become
       d * ema + (1 - d) * new after each update, with
       d = min(ema_decay, (1 + step) / (10 + step)); 0 = no EMA.
+    sigmoid_threshold: None for softmax logits (pixel accuracy of the
+      argmax); for sigmoid logits (the binary task, channel 0 = foreground)
+      the probability above which a pixel is foreground.
 
   The batch holds 'image' [B, H, W, 3] uint8 (or float32, already
   normalised), 'labels' [B, H, W] int32 and whatever else the loss reads
@@ -73,9 +78,15 @@ def make_train_step(model, tx, loss_fn, schedule, *, accum_steps=1,
       total = total + aux_loss_weight * aux_total
     logits = outputs['semantic'] if isinstance(outputs, dict) else outputs
     labels = batch['labels']
-    num_classes = logits.shape[-1]
+    if sigmoid_threshold is None:
+      num_classes = logits.shape[-1]
+      predictions = jnp.argmax(logits, -1)
+    else:  # sigmoid(x) >= t, as a logit cut.
+      num_classes = 2
+      cut = np.log(sigmoid_threshold) - np.log1p(-sigmoid_threshold)
+      predictions = (logits[..., 0] >= cut).astype(jnp.int32)
     valid = (labels >= 0) & (labels < num_classes)
-    correct = ((jnp.argmax(logits, -1) == labels) & valid).sum()
+    correct = ((predictions == labels) & valid).sum()
     return total, (terms, new_vars.get('batch_stats', {}),
                    (correct, valid.sum()))
 

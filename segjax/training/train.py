@@ -21,6 +21,7 @@ from segjax import models
 from segjax.data import datasets
 from segjax.data import pipeline
 from segjax.errors import ConfigError
+from segjax.training import binary as binary_lib
 from segjax.training import checkpointing
 from segjax.training import evaluation
 from segjax.training import model_init
@@ -170,17 +171,25 @@ def train_and_evaluate(config, workdir):
   ignore_index = config.data.get('ignore_index', datasets.IGNORE_INDEX)
   num_classes = spec.num_classes
   ema_decay = float(config.get('ema_decay', 0.0) or 0.0)
-  panoptic, targets = None, None
-  if models.task_of(config.model.get('name')) == 'panoptic':
+  panoptic, targets, binary, boundary_width = None, None, None, None
+  task = binary_lib.task(config)
+  if task == 'panoptic':
     panoptic = panoptic_lib.options(config, spec)
     targets = panoptic_lib.target_kwargs(panoptic, spec, ignore_index)
+  elif task == 'binary':
+    binary = binary_lib.options(config, spec)
+    if binary['boundary']:
+      boundary_width = binary['boundary_width']
   try:
-    model = models.build_model(_model_dtypes(config.model), num_classes)
-    if panoptic is None:
-      loss_fn = losses.build_loss(config.loss, ignore_index=ignore_index)
-    else:
+    model = models.build_model(_model_dtypes(config.model),
+                               binary_lib.num_outputs(config, num_classes))
+    if panoptic is not None:
       loss_fn = losses.build_panoptic_loss(config.loss,
                                            ignore_index=ignore_index)
+    elif binary is not None:
+      loss_fn = binary_lib.build_loss(config.loss, binary, ignore_index)
+    else:
+      loss_fn = losses.build_loss(config.loss, ignore_index=ignore_index)
   except ValueError as e:
     raise ConfigError(str(e)) from e
 
@@ -206,7 +215,7 @@ def train_and_evaluate(config, workdir):
   element = pipeline.train_dataset(
       config.data, config.batch_size, seed=data_seed,
       process_count=jax.process_count(),
-      panoptic_targets=targets).element_spec
+      panoptic_targets=targets, boundary_width=boundary_width).element_spec
   if not element['image'].shape.is_fully_defined():
     raise ConfigError(
         f'{config.data.name!r} images have no fixed size '
@@ -245,7 +254,8 @@ def train_and_evaluate(config, workdir):
   train_ds = pipeline.train_dataset(
       config.data, config.batch_size, seed=data_seed, start_step=start_step,
       start_position=start_position, process_index=jax.process_index(),
-      process_count=jax.process_count(), panoptic_targets=targets)
+      process_count=jax.process_count(), panoptic_targets=targets,
+      boundary_width=boundary_width)
 
   def position(step):
     """What a checkpoint at `step` records about the input stream."""
@@ -264,7 +274,8 @@ def train_and_evaluate(config, workdir):
           model, tx, loss_fn, schedule,
           accum_steps=config.get('grad_accum_steps', 1),
           aux_loss_weight=config.get('aux_loss_weight', 0.0),
-          ema_decay=ema_decay),
+          ema_decay=ema_decay,
+          sigmoid_threshold=None if binary is None else binary['threshold']),
       # The batch keeps the sharding to_global_array gave it.
       in_shardings=(shardings, None),
       out_shardings=(shardings, sharding_lib.replicated(mesh)),
@@ -289,7 +300,7 @@ def train_and_evaluate(config, workdir):
   evaluator = evaluation.Evaluator(
       config, model, spec, builder, mesh,
       {'params': shardings.params, 'batch_stats': shardings.batch_stats},
-      record, panoptic=panoptic)
+      record, panoptic=panoptic, binary=binary)
 
   def evaluate(step, split):
     scores = {split: evaluator.evaluate(state.variables(), step, split)}
