@@ -25,16 +25,22 @@ import pathlib
 CAMVID_TRAIN_IMAGES = 367
 
 
-def _rows(path):
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+def _rows(path, whole=False):
+  """JSON lines of `path` (or, `whole`, its one JSON object in a list)."""
+  try:
+    with open(path) as f:
+      if whole:
+        return [json.load(f)]
+      return [json.loads(line) for line in f if line.strip()]
+  except (OSError, json.JSONDecodeError) as e:
+    raise SystemExit(f'{path}: cannot read metrics ({e}).') from e
 
 
 def segjax_curve(workdir):
   """[(minutes since start, step, epochs, val mIoU)] of a segjax workdir."""
   workdir = pathlib.Path(workdir)
-  info = json.loads((workdir / 'run_info.json').read_text())
-  config = json.loads((workdir / 'config.json').read_text())
+  info, = _rows(workdir / 'run_info.json', whole=True)
+  config, = _rows(workdir / 'config.json', whole=True)
   start = datetime.datetime.fromisoformat(info['started']).timestamp()
   batch = config['batch_size']
   curve = []

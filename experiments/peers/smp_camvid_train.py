@@ -132,6 +132,9 @@ def main():
   ap.add_argument('--seed', type=int, default=0)
   ap.add_argument('--out', required=True)
   a = ap.parse_args()
+  if not a.steps_for_schedule and a.warmup_steps < 6:
+    ap.error('a measured schedule (--steps_for_schedule 0) times warmup '
+             f'steps 6-{a.warmup_steps}: pass --warmup_steps >= 6.')
   os.makedirs(a.out, exist_ok=True)
   torch.manual_seed(a.seed)
   rng = np.random.default_rng(a.seed)
