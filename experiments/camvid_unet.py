@@ -10,7 +10,8 @@ accelerator budget (full 360x480, ResNet-34 encoder; not measured), `:cpu`
 the 60-minute CPU budget of the README's results table (180x240, ResNet-18
 encoder: the model of experiments/peers/smp_camvid_train.py, 14,329,659
 parameters in both), `:local` a short CPU run, `:tiny` for tests. The
-encoder-decoder is segmentation_models_pytorch's `Unet` layout;
+encoder-decoder is segmentation_models_pytorch's `Unet` layout, initialised
+as SMP initialises it (`init_scheme='torchvision'`);
 `--config.model.name=unet` gives the paper's plain U-Net. ImageNet encoder:
 `--config.model_init.path=resnet34.pth --config.model_init.source=torchvision`.
 """
@@ -38,6 +39,9 @@ def get_config(arg=None):
   config.model.dtype = 'float32'
   full = arg in (None, '', 'gpu')
   config.model.backbone = 'resnet34' if full else 'resnet18'
+  # Initialised as SMP's Unet (torchvision's ResNet, SMP's decoder and head
+  # initialisers): the from-scratch start of the PyTorch reference.
+  config.model.init_scheme = 'torchvision'
   # `cpu` keeps the sibling's 2,830 steps: the steps the PyTorch reference
   # (experiments/peers/smp_camvid_train.py, same model, same batch) trains
   # in 60 minutes on the 2-core CI machine, so one run compares equal epochs,

@@ -428,3 +428,63 @@ def test_fused_image_matches_the_ops_one_by_one_on_a_smooth_image():
     np.testing.assert_array_equal(a['image'][a['labels'] == 255],
                                   np.broadcast_to(PAD_COLOR, (
                                       (a['labels'] == 255).sum(), 3)))
+
+
+@pytest.mark.parametrize('spec', ['resize(30, 40)|flip_lr(1.0)',
+                                  'resize(30, 40)|crop(30, 40)'])
+def test_fused_shrinking_run_antialiases_as_pil(spec):
+  # PIL's bilinear resize (an independent implementation) filters over the
+  # whole footprint when shrinking: a 1-pixel checkerboard halved becomes
+  # flat grey. Bilinear sampling alone would keep a moire of 0s and 255s
+  # (as the fused warp did before it prefiltered).
+  from PIL import Image
+  board = ((np.indices((60, 80)).sum(0) % 2) * 255).astype(np.uint8)
+  rng = np.random.default_rng(0)
+  image = np.stack([board, 255 - board,
+                    rng.integers(0, 256, (60, 80))], -1).astype(np.uint8)
+  example = {'image': image, 'labels': np.zeros((60, 80), np.uint8)}
+  reference = np.asarray(Image.fromarray(image).resize((40, 30),
+                                                       Image.BILINEAR))
+  if 'flip' in spec:
+    reference = reference[:, ::-1]
+  out = _apply(augment.build(spec), example)['image'].astype(int)
+  plain = _apply(augment.build(spec, fuse=False), example)['image']
+  diff = np.abs(out - reference.astype(int))
+  # Interior: PIL and TF differ in how the filter meets the border.
+  assert diff[2:-2, 2:-2].max() <= 3, diff[2:-2, 2:-2].max()
+  assert np.abs(out[..., :2] - 127.5).max() < 30  # No checkerboard left.
+  np.testing.assert_allclose(out, plain, atol=2)
+
+
+def test_fused_rotation_and_shrink_removes_the_checkerboard():
+  board = ((np.indices((64, 64)).sum(0) % 2) * 255).astype(np.uint8)
+  example = {'image': np.repeat(board[..., None], 3, -1),
+             'labels': np.zeros((64, 64), np.uint8)}
+  spec = 'resize(32, 32)|rotate(30)|crop(32, 32)'
+  out = _apply(augment.build(spec), example, _seed(2))
+  inside = _interior(_interior(out['labels'] == 0))
+  grey = out['image'][..., 0].astype(int)[inside]
+  assert np.abs(grey - 127.5).max() < 40, np.abs(grey - 127.5).max()
+
+
+def test_fused_shrink_of_a_crop_filters_only_the_box_it_reads():
+  # A small crop of a shrunk large image: the prefilter resizes only the box
+  # the crop reads, which must give the same pixels as resizing the whole
+  # image (PIL, an independent resize) and cropping, away from the box's
+  # border (the filter sees a margin there).
+  from PIL import Image
+  rng = np.random.default_rng(3)
+  image = rng.integers(0, 256, (120, 160, 3)).astype(np.uint8)
+  example = {'image': image, 'labels': np.zeros((120, 160), np.uint8)}
+  out = _apply(augment.build('resize(60, 80)|crop(20, 24)'), example,
+               _seed(5))
+  whole = np.asarray(Image.fromarray(image).resize((80, 60), Image.BILINEAR))
+  # Where the crop landed: the window whose pixels match best.
+  errors = {(y, x): np.abs(whole[y:y + 20, x:x + 24].astype(int) -
+                           out['image'].astype(int)).mean()
+            for y in range(41) for x in range(57)}
+  (y, x), best = min(errors.items(), key=lambda kv: kv[1])
+  diff = np.abs(whole[y:y + 20, x:x + 24].astype(int) -
+                out['image'].astype(int))
+  interior = diff[1:-1, 1:-1] if y and x else diff[2:-2, 2:-2]
+  assert interior.max() <= 3, (interior.max(), best)

@@ -230,3 +230,41 @@ def test_resnet_unet_gradient_has_no_scatter():
                                        variables['batch_stats']).as_text()
   # (select_and_scatter, max pooling's gradient, is not a scatter.)
   assert not re.findall(r'stablehlo\.(?:scatter|gather)\b', text)
+
+
+def test_torchvision_init_draws_as_torchvision_and_smp():
+  # The definitions (PyTorch's docs): torchvision's ResNet draws conv
+  # kernels from N(0, 2 / (k*k*out)) (kaiming_normal_, fan_out, relu) and
+  # starts every BN scale at 1; SMP's initialize_decoder draws decoder convs
+  # from U(+-sqrt(6 / (k*k*in))) (kaiming_uniform_, fan_in, relu) and
+  # initialize_head the classifier from U(+-sqrt(6 / (fan_in + fan_out)))
+  # (xavier_uniform_) with zero bias. Checked on the drawn values.
+  model = models.build('resnet_unet', num_classes=11, backbone='resnet18',
+                       init_scheme='torchvision')
+  params = model.init(jax.random.PRNGKey(0),
+                      jnp.zeros((1, 64, 64, 3)))['params']
+  big = params['backbone']['layer3_0']['conv2']['kernel']  # 3x3x256x256
+  np.testing.assert_allclose(np.std(big), np.sqrt(2 / (9 * 256)), rtol=0.02)
+  stem = params['backbone']['conv1']['kernel']  # 7x7x3x64, fan_out 3136.
+  np.testing.assert_allclose(np.std(stem), np.sqrt(2 / (49 * 64)), rtol=0.05)
+  assert np.all(params['backbone']['layer1_0']['bn2']['scale'] == 1)
+  dec = np.asarray(params['decoder0_conv1']['conv']['kernel'])  # in 512+256.
+  bound = np.sqrt(6 / (9 * 768))
+  assert np.abs(dec).max() <= bound
+  np.testing.assert_allclose(np.std(dec), bound / np.sqrt(3), rtol=0.02)
+  head = np.asarray(params['classifier']['kernel'])  # 3x3x16x11.
+  assert np.abs(head).max() <= np.sqrt(6 / (9 * 16 + 9 * 11))
+  assert np.abs(head).max() > 0.9 * np.sqrt(6 / (9 * 16 + 9 * 11))
+  assert np.all(params['classifier']['bias'] == 0)
+  # Flax's default keeps LeCun normal and zero-initialised residual BNs.
+  flax_params = models.build('resnet_unet', num_classes=11,
+                             backbone='resnet18').init(
+                                 jax.random.PRNGKey(0),
+                                 jnp.zeros((1, 64, 64, 3)))['params']
+  assert np.all(flax_params['backbone']['layer1_0']['bn2']['scale'] == 0)
+  np.testing.assert_allclose(
+      np.std(flax_params['backbone']['layer3_0']['conv2']['kernel']),
+      np.sqrt(1 / (9 * 256)), rtol=0.05)
+  with pytest.raises(ValueError, match="init_scheme must be one of.*'kaiming'"):
+    models.build('resnet18', init_scheme='kaiming').init(
+        jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))

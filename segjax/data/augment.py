@@ -150,7 +150,7 @@ def build(spec, fuse=True):
     fuse: apply each run of two or more geometric ops (scale, resize, crop,
       pad, center_crop, flip_lr, rotate) as one warp (`augment_warp`): the
       same pixel movements and label maps, 3-4x faster; the image is
-      interpolated once, without antialiasing.
+      interpolated once (antialiased first when the run shrinks it).
 
   Returns:
     fn(example, seed) -> example. `example` is a dict with 'image'

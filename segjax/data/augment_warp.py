@@ -12,8 +12,13 @@ together (measured in docs/performance.md).
 (`GEOMETRY`). The random draws are the ops' own (`augment_ops.draw_*`, same
 seeds), so a fused run moves every pixel where the ops would, and label maps
 come out identical (tested). The image differs slightly: it is interpolated
-once instead of at every op, and bilinearly without the antialiasing that
-the unfused `scale`/`resize` apply when shrinking.
+once instead of at every op. When the run shrinks (e.g. `resize` to half
+size, then `scale(0.75, 1.5)`), the image is first shrunk by the run's
+scale with `tf.image.resize(antialias=True)`, as the unfused `scale` /
+`resize` do, and then warped: bilinear sampling alone reads only ~4 input
+pixels per output pixel, so fine texture would alias into moire that the
+antialiased evaluation images (`eval_preprocess='resize(...)'`) never show.
+
 
 Coordinates: pixel centres at integers, x right, y down. Each geometry maps
 an op's output pixel to the input point it samples, as a 3x3 matrix; the run
@@ -141,6 +146,65 @@ def _maps_inside(matrix, out_h, out_w, in_h, in_w):
   return (u > -0.5) & (u < n_w) & (v > -0.5) & (v < n_h)
 
 
+def _prefiltered(image, matrix, in_h, in_w, out_h, out_w):
+  """The image to warp and its transform: antialiased when the run shrinks.
+
+  Row i of `matrix`'s 2x2 part is how far an output pixel's step moves the
+  sampling point along input axis i; its norm (rotation-invariant) above 1
+  means the run shrinks that axis by that factor. The part of the image the
+  output reads (the box around the output corners' footprint, plus a margin
+  for the filter) is then resized by that factor (triangle filter over the
+  footprint, as PIL's bilinear resize) and the warp composed with the map
+  from the original input's coordinates to the resized box's. Only the box
+  is filtered: a 256x256 crop of a large image costs what the crop needs.
+
+  Args:
+    image: [in_h, in_w, C] image, any real dtype.
+    matrix: [3, 3] float32, output pixel -> input point.
+    in_h, in_w, out_h, out_w: int32 scalars.
+
+  Returns:
+    ([h, w, C] float32 image, [1, 8] float32 transform).
+  """
+  image = tf.cast(image, tf.float32)
+  shrink_x = tf.maximum(tf.norm(matrix[0, :2]), 1.0)
+  shrink_y = tf.maximum(tf.norm(matrix[1, :2]), 1.0)
+  # 2% of slack: an image shrunk by a hair (scale 0.99) aliases nothing
+  # visible, and skipping the resize keeps those warps as fast as before.
+  shrinks = tf.logical_or(shrink_x > 1.02, shrink_y > 1.02)
+
+  def shrunk():
+    # Input points of the output's corner pixels -> the box they span.
+    x = tf.cast(tf.stack([0, out_w - 1, 0, out_w - 1]), tf.float32)
+    y = tf.cast(tf.stack([0, 0, out_h - 1, out_h - 1]), tf.float32)
+    u = matrix[0, 0] * x + matrix[0, 1] * y + matrix[0, 2]
+    v = matrix[1, 0] * x + matrix[1, 1] * y + matrix[1, 2]
+    margin_x = tf.math.ceil(shrink_x) + 2.0
+    margin_y = tf.math.ceil(shrink_y) + 2.0
+
+    def span(lo, hi, margin, size):
+      first = tf.clip_by_value(tf.math.floor(lo - margin), 0.0,
+                               tf.cast(size - 1, tf.float32))
+      last = tf.clip_by_value(tf.math.ceil(hi + margin), first,
+                              tf.cast(size - 1, tf.float32))
+      return tf.cast(first, tf.int32), tf.cast(last - first, tf.int32) + 1
+
+    left, box_w = span(tf.reduce_min(u), tf.reduce_max(u), margin_x, in_w)
+    top, box_h = span(tf.reduce_min(v), tf.reduce_max(v), margin_y, in_h)
+    box = image[top:top + box_h, left:left + box_w]
+    h = tf.cast(tf.math.ceil(tf.cast(box_h, tf.float32) / shrink_y), tf.int32)
+    w = tf.cast(tf.math.ceil(tf.cast(box_w, tf.float32) / shrink_x), tf.int32)
+    small = tf.image.resize(box, tf.stack([h, w]), antialias=True)
+    # Original input (x, y) -> the box's -> the resized box's (half-pixel
+    # centres).
+    to_small = tf.linalg.matmul(_resample(h, w, box_h, box_w),
+                                _window(top, left, 0, 0))
+    return small, tf.linalg.matmul(to_small, matrix)
+
+  source, composed = tf.cond(shrinks, shrunk, lambda: (image, matrix))
+  return source, tf.reshape(composed, [9])[None, :8]
+
+
 def fused(geometries):
   """One fn(example, seeds) applying `geometries` in order as a single warp.
 
@@ -209,10 +273,11 @@ def fused(geometries):
           augment_ops.MAP_FILL['instances'], x.dtype))
     if 'image' in example:
       image = example['image']
+      source, image_transform = _prefiltered(image, matrix, in_h, in_w, h, w)
       # Clamp at the edges as tf.image.resize does, then paint the pixels
       # that fall outside the input with the pad colour.
-      warped = _warp(tf.cast(image, tf.float32), transform, out_hw,
-                     'BILINEAR', fill_mode='NEAREST')
+      warped = _warp(source, image_transform, out_hw, 'BILINEAR',
+                     fill_mode='NEAREST')
       warped = tf.where(inside[..., None], warped, tf.cast(
           augment_ops.pad_color(image.dtype), tf.float32))
       out['image'] = augment_ops.to_dtype(warped, image.dtype)

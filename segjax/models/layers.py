@@ -24,14 +24,17 @@ class ConvBNReLU(nn.Module):
   dilation: int = 1
   separable: bool = False
   norm: Any = None
+  kernel_init: Any = None  # None: Flax's default (LeCun normal).
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     def conv(*args, **kwargs):
+      if self.kernel_init is not None:
+        kwargs['kernel_init'] = self.kernel_init
       return Conv(*args, use_bias=False, dtype=self.dtype,
-                     param_dtype=self.param_dtype, **kwargs)
+                  param_dtype=self.param_dtype, **kwargs)
     pad = self.dilation * (self.kernel - 1) // 2
     padding = ((pad, pad), (pad, pad))
     if self.separable and self.kernel > 1:

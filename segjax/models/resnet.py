@@ -18,6 +18,15 @@ Options, independent of each other:
   multi_grid: DeepLab's unit rates for stage4's blocks, multiplied by the
     stage's dilation (DeepLabV3 uses (1, 2, 4)); None keeps one rate.
 
+Initialisation (`init_scheme`): 'flax' (the default) draws kernels from Flax's
+LeCun normal and starts the last batch norm of each residual branch at zero
+scale (Goyal et al. 2017), so every block starts as the identity.
+'torchvision' is torchvision's `ResNet.__init__`: He (Kaiming) normal
+kernels over fan-out (std sqrt(2 / (k*k*out))), every batch-norm scale 1
+(`zero_init_residual=False`), what PyTorch references trained from scratch
+(e.g. segmentation_models_pytorch's encoders) start from. Pretrained weights
+replace either.
+
 Batch norm: under `jax.jit` on a global batch sharded over devices, the mean
 and variance are reduced over the whole global batch (XLA inserts the
 cross-device reductions), so batch statistics are synchronised across devices
@@ -66,6 +75,30 @@ def stage_strides(output_stride, deep_stem=False):
   return strides
 
 
+INITS = ('flax', 'torchvision')
+
+
+def kernel_init_kwargs(init, mode):
+  """{'kernel_init': ...} for a conv under `init` ({} = Flax's default).
+
+  Args:
+    init: one of `INITS`.
+    mode: 'fan_out' (torchvision's ResNet) or 'fan_in' (its decoders, e.g.
+      segmentation_models_pytorch's `initialize_decoder`, which draws
+      uniformly): He initialisation, variance 2 / fan.
+
+  Raises:
+    ValueError naming an unknown `init`.
+  """
+  if init not in INITS:
+    raise ValueError(f'init_scheme must be one of {INITS}, got {init!r}.')
+  if init == 'flax':
+    return {}
+  distribution = 'normal' if mode == 'fan_out' else 'uniform'
+  return {'kernel_init': nn.initializers.variance_scaling(
+      2.0, mode, distribution)}
+
+
 def _conv(features, kernel, stride=1, dilation=1, **kw):
   pad = dilation * (kernel - 1) // 2
   return Conv(features, (kernel, kernel), strides=stride,
@@ -84,6 +117,7 @@ class _Block(nn.Module):
   avg_down: bool
   norm: Any
   conv: Any
+  zero_init_last: bool = True
 
   @nn.compact
   def __call__(self, x):
@@ -94,15 +128,14 @@ class _Block(nn.Module):
           self.conv(self.planes, 1, name='conv1')(x)))
       y = nn.relu(self.norm(name='bn2')(self.conv(
           self.planes, 3, self.stride, self.first_dilation, name='conv2')(y)))
-        # The last norm of each residual branch starts at zero scale (Goyal
-      # et al. 2017), so a block starts as the identity; pretrained weights
-      # overwrite it.
-      y = self.norm(name='bn3', scale_init=nn.initializers.zeros)(
+      # The last norm of each residual branch may start at zero scale (see
+      # the module docstring); pretrained weights overwrite it.
+      y = self.norm(name='bn3', scale_init=self._last_scale_init())(
           self.conv(self.planes * 4, 1, name='conv3')(y))
     else:
       y = nn.relu(self.norm(name='bn1')(self.conv(
           self.planes, 3, self.stride, self.first_dilation, name='conv1')(x)))
-      y = self.norm(name='bn2', scale_init=nn.initializers.zeros)(
+      y = self.norm(name='bn2', scale_init=self._last_scale_init())(
           self.conv(self.planes, 3, 1, self.dilation, name='conv2')(y))
     if self.downsample:
       if self.avg_down and self.stride > 1:
@@ -119,6 +152,10 @@ class _Block(nn.Module):
       shortcut = self.norm(name='downsample_bn')(shortcut)
     return nn.relu(y + shortcut)
 
+  def _last_scale_init(self):
+    return (nn.initializers.zeros if self.zero_init_last
+            else nn.initializers.ones)
+
 
 class ResNet(nn.Module):
   """ResNet backbone returning a dict of feature maps.
@@ -130,6 +167,7 @@ class ResNet(nn.Module):
     bn_momentum: Flax convention (running = m * running + (1 - m) * batch);
       PyTorch's momentum 0.1 is 0.9 here.
     bn_epsilon: batch-norm epsilon (torchvision: 1e-5).
+    init_scheme: 'flax' or 'torchvision' (see the module docstring).
     dtype, param_dtype: computation and parameter dtypes.
     width: channels of the stem and of stage1's blocks (64, torchvision's);
       stage k has width * 2**(k-1) planes. Narrower nets (e.g. 32, a quarter
@@ -142,6 +180,7 @@ class ResNet(nn.Module):
   multi_grid: Optional[Sequence[int]] = None
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
+  init_scheme: str = 'flax'
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   width: int = 64
@@ -173,7 +212,8 @@ class ResNet(nn.Module):
     kind, blocks = DEPTHS[self.depth]
     norm = batch_norm(self, train)
     conv = functools.partial(_conv, dtype=self.dtype,
-                             param_dtype=self.param_dtype)
+                             param_dtype=self.param_dtype,
+                             **kernel_init_kwargs(self.init_scheme, 'fan_out'))
 
     x = images.astype(self.dtype)
     if self.deep_stem:
@@ -210,7 +250,7 @@ class ResNet(nn.Module):
             downsample=first and (stride != 1 or
                                   in_channels != planes * expansion),
             avg_down=self.avg_down, norm=norm, conv=conv,
-            name=f'layer{s + 1}_{b}')(x)
+            zero_init_last=self.init_scheme == 'flax', name=f'layer{s + 1}_{b}')(x)
         in_channels = planes * expansion
       previous_dilation = dilation
       features[STAGES[s + 1]] = x

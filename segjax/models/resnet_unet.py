@@ -8,6 +8,11 @@ channels (256, 128, 64, 32, 16); a 3x3 classifier conv on top. With a
 ResNet-18 and 11 classes it has 14,329,659 parameters, as SMP's
 `Unet("resnet18", classes=11)`. Any input size works (skips and logits are
 resized to the exact sizes they meet).
+
+`init_scheme='torchvision'` initialises as SMP does: the encoder as torchvision's
+ResNet (`resnet.py`), the decoder's convs He-uniform over fan-in
+(`initialize_decoder`), the classifier Glorot-uniform with zero bias
+(`initialize_head`). The default 'flax' keeps Flax's initialisers.
 """
 
 import functools
@@ -18,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.models import backbones
+from segjax.models import resnet
 from segjax.models.conv import Conv
 from segjax.models.layers import batch_norm
 from segjax.models.layers import ConvBNReLU
@@ -36,6 +42,7 @@ class ResNetUNet(nn.Module):
   decoder_features: Sequence[int] = (256, 128, 64, 32, 16)
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
+  init_scheme: str = 'flax'
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -45,7 +52,11 @@ class ResNetUNet(nn.Module):
     b, h, w, _ = images.shape
     features = backbones.backbone_of(self)(images, train)
     norm = batch_norm(self, train)
+    decoder_init = resnet.kernel_init_kwargs(self.init_scheme, 'fan_in')
+    head_init = ({} if self.init_scheme == 'flax' else
+                 {'kernel_init': nn.initializers.glorot_uniform()})
     block = functools.partial(ConvBNReLU, kernel=3, norm=norm,
+                              kernel_init=decoder_init.get('kernel_init'),
                               dtype=self.dtype, param_dtype=self.param_dtype)
     skips = [features[k] for k in ('stage3', 'stage2', 'stage1', 'stem')]
     x = features['stage4']
@@ -58,8 +69,8 @@ class ResNetUNet(nn.Module):
       x = block(width, name=f'decoder{i}_conv1')(x)
       x = block(width, name=f'decoder{i}_conv2')(x)
     logits = Conv(self.num_classes, (3, 3), padding=((1, 1), (1, 1)),
-                     dtype=self.dtype, param_dtype=self.param_dtype,
-                     name='classifier')(x).astype(jnp.float32)
+                  dtype=self.dtype, param_dtype=self.param_dtype,
+                  name='classifier', **head_init)(x).astype(jnp.float32)
     if logits.shape[1:3] != (h, w):
       logits = jax.image.resize(logits, (b, h, w, self.num_classes),
                                 'bilinear')
