@@ -250,7 +250,8 @@ class ResNet(nn.Module):
             downsample=first and (stride != 1 or
                                   in_channels != planes * expansion),
             avg_down=self.avg_down, norm=norm, conv=conv,
-            zero_init_last=self.init_scheme == 'flax', name=f'layer{s + 1}_{b}')(x)
+            zero_init_last=self.init_scheme == 'flax',
+            name=f'layer{s + 1}_{b}')(x)
         in_channels = planes * expansion
       previous_dilation = dilation
       features[STAGES[s + 1]] = x

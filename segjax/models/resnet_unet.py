@@ -2,17 +2,19 @@
 
 Encoder: a ResNet (`resnet.py`) whose stem (stride 2) and stage1..stage4
 (strides 4..32) are the skips. Decoder: five blocks, each upsampling by 2
-(nearest neighbour, `layers.upsample_nearest`), concatenating the skip of that resolution (none for the
-last) and applying two 3x3 conv-BN-ReLU layers, with `decoder_features`
-channels (256, 128, 64, 32, 16); a 3x3 classifier conv on top. With a
+(nearest neighbour, `layers.upsample_nearest`), concatenating the skip of
+that resolution (none for the last) and applying two 3x3 conv-BN-ReLU
+layers, with `decoder_features` channels (256, 128, 64, 32, 16); a 3x3
+classifier conv on top. With a
 ResNet-18 and 11 classes it has 14,329,659 parameters, as SMP's
 `Unet("resnet18", classes=11)`. Any input size works (skips and logits are
 resized to the exact sizes they meet).
 
-`init_scheme='torchvision'` initialises as SMP does: the encoder as torchvision's
-ResNet (`resnet.py`), the decoder's convs He-uniform over fan-in
+`init_scheme='torchvision'` initialises as SMP does: the encoder as
+torchvision's ResNet (`resnet.py`), the decoder's convs He-uniform over fan-in
 (`initialize_decoder`), the classifier Glorot-uniform with zero bias
-(`initialize_head`). The default 'flax' keeps Flax's initialisers.
+(`initialize_head`); a MobileNetV2 encoder keeps Flax's. The default
+'flax' keeps Flax's initialisers everywhere.
 """
 
 import functools
