@@ -18,7 +18,7 @@ scale with `tf.image.resize(antialias=True)`, as the unfused `scale` /
 `resize` do, and then warped: bilinear sampling alone reads only ~4 input
 pixels per output pixel, so fine texture would alias into moire that the
 antialiased evaluation images (`eval_preprocess='resize(...)'`) never show.
-
+Only the box of the input the output reads is filtered (`_prefiltered`).
 
 Coordinates: pixel centres at integers, x right, y down. Each geometry maps
 an op's output pixel to the input point it samples, as a 3x3 matrix; the run
