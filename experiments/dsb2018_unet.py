@@ -26,10 +26,10 @@ Variants (`--config experiments/dsb2018_unet.py:local`):
   tiny    seconds; for tests.
   binary  CPU run (16 min 48 s alone on the 2-core CI machine; README):
           the `local` U-Net, one sigmoid logit (nucleus), BCE + binary
-          Dice, 1500 steps; scored
-          by foreground IoU / Dice / precision / recall, and its instances
-          (connected components of the thresholded mask, >= 8 px) by PQ
-          and COCO mask AP; best checkpoint by validation IoU.
+          Dice, 1500 steps; scored by foreground IoU / Dice / precision /
+          recall, and its instances (connected components of the
+          thresholded mask, >= 8 px) by PQ and COCO mask AP; best
+          checkpoint by validation IoU.
   boundary  as `binary` with a second sigmoid channel for instance
           boundaries (width 1 px, the same losses); instances are the
           components of foreground minus boundary, grown back over the

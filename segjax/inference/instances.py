@@ -1,4 +1,4 @@
-"""Instances from a binary (sigmoid) segmentation: connected components on the host.
+"""Instances of a binary (sigmoid) segmentation: host connected components.
 
 A U-Net with a foreground channel, and optionally a boundary channel (the
 pixels of a nucleus next to another nucleus or to background, see
