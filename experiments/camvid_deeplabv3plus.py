@@ -51,6 +51,9 @@ def get_config(arg=None):
   config.data.final_eval_splits = ('test',)  # Skipped when absent.
   config.data.ignore_index = 255
   config.data.shuffle_buffer = 10_000
+  # Seedless ops (resize / pad / center_crop) run once per training image,
+  # before the cache; `augment`'s random ops then start from their output.
+  config.data.train_preprocess = ''
   config.data.cache = True
   config.data.augment = ('scale(0.5, 2.0)|crop(360, 480)|flip_lr|'
                          'jitter(0.2, 0.2, 0.2, 0.02)')

@@ -128,3 +128,16 @@ def test_report_writes_the_table_between_its_markers(tmp_path):
   assert '| 1.25x img/s |' in text and '| 60x |' in text
   assert 'failed: exit 1: boom' in text
   assert '`python -m segjax.bench train_step --peer`' in text
+
+
+def test_input_benchmark_reports_rates_with_a_preprocess(capsys):
+  common = ['bench', 'input', '--crop', '16', '16', '--augment',
+            'crop(16, 16)|flip_lr', '--images', '2', '--seconds', '0.2',
+            '--steps', '0', '--threads', '1']
+  assert bench_main.main(common + ['--preprocess', 'resize(24, 32)']) == 0
+  result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert result['preprocess'] == 'resize(24, 32)'
+  assert result['augment_img_per_s_1_thread'] > 0
+  # A random op cannot run once per image: a one-line usage error.
+  assert bench_main.main(common + ['--preprocess', 'flip_lr']) == 2
+  assert '--preprocess' in capsys.readouterr().err

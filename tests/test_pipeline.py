@@ -109,3 +109,37 @@ def test_eval_pass_sees_every_example_exactly_once(tfds_dir, process_count):
 def test_eval_rejects_a_missing_split(tfds_dir):
   with pytest.raises(ValueError, match="split 'val' is not in"):
     pipeline.eval_dataset(_data_config(tfds_dir), 'val', 8)
+
+
+def test_train_preprocess_runs_once_before_the_random_ops(tfds_dir):
+  """'resize' before the cache gives what the per-visit op gives, in the
+  same shuffled order, and the random ops then start from its output."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  cfg = _data_config(tfds_dir)
+  cfg.augment = ''
+  raw = _batches(pipeline.train_dataset(cfg, 8, seed=4), 8)
+  cfg.augment = 'resize(16, 16)'
+  per_visit = _batches(pipeline.train_dataset(cfg, 8, seed=4), 8)
+  cfg.augment = ''
+  cfg.train_preprocess = 'resize(16, 16)'
+  once = _batches(pipeline.train_dataset(cfg, 8, seed=4), 8)
+  for r, a, b in zip(raw, per_visit, once):
+    np.testing.assert_array_equal(a['image'], b['image'])
+    np.testing.assert_array_equal(a['labels'], b['labels'])
+    for image, small in zip(r['image'], b['image']):  # PIL: independent.
+      want = np.asarray(Image.fromarray(image).resize((16, 16),
+                                                      Image.BILINEAR))
+      assert np.abs(small.astype(int) - want).mean() < 2.0
+  cfg.augment = 'crop(12, 12)|flip_lr'
+  cropped = _batches(pipeline.train_dataset(cfg, 8, seed=4), 2)
+  assert cropped[0]['image'].shape == (8, 12, 12, 3)
+
+
+@pytest.mark.parametrize('spec', ['flip_lr', 'resize(16, 16)|scale(1, 2)',
+                                  'normalize'])
+def test_train_preprocess_refuses_random_ops(tfds_dir, spec):
+  from segjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  cfg = _data_config(tfds_dir)
+  cfg.train_preprocess = spec
+  with pytest.raises(ConfigError, match=r'config\.data\.train_preprocess'):
+    pipeline.train_dataset(cfg, 8, seed=0)

@@ -28,6 +28,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 MODELS = {
+    'deeplabv3plus_r18': lambda c: smp.DeepLabV3Plus(
+        'resnet18', encoder_weights=None, classes=c),
     'deeplabv3plus_r50': lambda c: smp.DeepLabV3Plus(
         'resnet50', encoder_weights=None, classes=c),
     'deeplabv3plus_r101': lambda c: smp.DeepLabV3Plus(

@@ -16,7 +16,9 @@ Source images: `--source synthetic` (default) is a set of 1024x2048 images
 (Cityscapes' size) of smooth colour fields with a label map of blocks,
 decoded and held in memory as the pipeline's cache holds them;
 `--source camvid --manual-dir DIR` reads CamVid through the real pipeline
-(360x480, upsampled by `resize(720, 960)` before the scale/crop ops).
+(360x480, resized once to `--camvid-size`, 720x960 by default; `0 0`
+keeps 360x480). `--preprocess` is applied once per source image too, as
+`config.data.train_preprocess` is before the trainer's cache.
 Augmentation: `--augment`, default scale 0.5-2.0, crop, flip, rotate 10
 degrees and colour jitter, which is the most expensive recipe segjax ships.
 """
@@ -57,13 +59,18 @@ def _source(args):
     builder = datasets.get_builder('camvid', args.data_dir,
                                    manual_dir=args.manual_dir)
     spec = datasets.get_spec('camvid')
-    ds = builder.as_dataset(split='train').map(spec.standardize).cache()
-    upsample = augment.build('resize(720, 960)')
-    ds = ds.map(lambda e: upsample(e, tf.constant([0, 0], tf.int64)))
+    ds = builder.as_dataset(split='train').map(spec.standardize)
+    if any(args.camvid_size):
+      ds = ds.map(augment.build_deterministic(
+          'resize({}, {})'.format(*args.camvid_size), '--camvid-size'))
   else:
     ds = tf.data.Dataset.from_tensor_slices(_synthetic_examples(args.images))
-    ds = ds.cache()
-  return ds.repeat().enumerate()
+  prepare = augment.build_deterministic(args.preprocess, '--preprocess')
+  if prepare is not None:
+    ds = ds.map(prepare)
+  # Everything above runs once per source image, as before the trainer's
+  # cache; `--augment` runs on every visit.
+  return ds.cache().repeat().enumerate()
 
 
 def _dataset(args, threads):
@@ -137,6 +144,12 @@ def main(argv):
   parser.add_argument('--source', choices=('synthetic', 'camvid'),
                       default='synthetic')
   parser.add_argument('--manual-dir', default=None)
+  parser.add_argument('--camvid-size', type=int, nargs=2, default=(720, 960),
+                      help='CamVid images are resized to this once (0 0: '
+                      'their own 360x480)')
+  parser.add_argument('--preprocess', default='',
+                      help='seedless spec applied once per source image, '
+                      'as config.data.train_preprocess')
   parser.add_argument('--data-dir', default=None)
   parser.add_argument('--images', type=int, default=8,
                       help='distinct synthetic images')
@@ -152,7 +165,8 @@ def main(argv):
   args.augment = args.augment or DEFAULT_AUGMENT.format(h=h, w=w)
   result = {
       'benchmark': 'input', 'source': args.source, 'crop': [h, w],
-      'augment': args.augment, 'fused': not args.no_fuse, 'batch': args.batch, 'threads': args.threads,
+      'preprocess': args.preprocess, 'augment': args.augment,
+      'fused': not args.no_fuse, 'batch': args.batch, 'threads': args.threads,
       'cpu_count': os.cpu_count(),
       'augment_img_per_s_1_thread': augment_rate(args, 1, args.seconds),
       'augment_img_per_s': augment_rate(args, args.threads, args.seconds),

@@ -175,3 +175,38 @@ def build(spec, fuse=True):
     return dict(example)
 
   return augment
+
+
+# Ops whose output depends on the example alone (no seed) and that keep
+# uint8 images: what `build_deterministic` accepts.
+DETERMINISTIC = ('resize', 'pad', 'center_crop')
+
+
+def build_deterministic(spec, field):
+  """fn(example) -> example of a seedless spec, or None when it is empty.
+
+  For work done once per example before the cache, e.g. the training
+  split's `config.data.train_preprocess = 'resize(180, 240)'`: the random
+  ops after it (`config.data.augment`) then start from the small image
+  instead of interpolating the full one on every visit.
+
+  Args:
+    spec: op string(s) of `DETERMINISTIC` ops; '' / None / [] -> None.
+    field: the config field that holds it, for errors.
+
+  Raises:
+    ConfigError: a random or dtype-changing op, or a bad op, naming `field`.
+  """
+  texts = _split(spec)
+  for text in texts:
+    name = _parse(text)[0]
+    if name not in DETERMINISTIC:
+      raise ConfigError(
+          f'{field}: op {text!r} is not one of {", ".join(DETERMINISTIC)} '
+          '(random ops belong in config.data.augment).')
+  if not texts:
+    return None
+  fn = build(texts)
+  seed = tf.constant([0, 0], tf.int64)  # Unused by these ops.
+  return tf.autograph.experimental.do_not_convert(
+      lambda example: fn(example, seed))

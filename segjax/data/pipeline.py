@@ -97,7 +97,10 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
 
   Args:
     data_config: `config.data`: name, data_dir, manual_dir, train_split,
-      shuffle_buffer, cache, augment (a `segjax.data.augment` spec).
+      shuffle_buffer, cache, augment (a `segjax.data.augment` spec) and
+      optionally train_preprocess (seedless ops such as 'resize(h, w)',
+      applied to each example before the cache, so once per example when
+      cached; `augment` then starts from their output).
     global_batch_size: examples per step over all processes.
     seed: data seed (shuffle order and augmentation).
     start_step: first step to produce (resume).
@@ -125,8 +128,12 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
   builder = datasets.builder_for(data_config)
   local_batch = _local_batch_size(global_batch_size, process_count)
   base = _read(builder, data_config.train_split, spec)
+  prepare = augment.build_deterministic(
+      data_config.get('train_preprocess'), 'config.data.train_preprocess')
+  if prepare is not None:
+    base = base.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
   if data_config.get('cache', True):
-    base = base.cache()  # Decoded once, in memory, shared by all epochs.
+    base = base.cache()  # Decoded (and prepared) once, in memory.
   num_examples = builder.info.splits[data_config.train_split].num_examples
   buffer = min(data_config.get('shuffle_buffer', 10_000), num_examples)
   start_epoch, start_index = start_position or stream_position(

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 
 from segjax.models.conv import Conv
 from segjax.models.layers import batch_norm
+from segjax.models.pooling import max_pool
 
 # depth -> (block type, blocks per stage)
 DEPTHS = {
@@ -226,7 +227,7 @@ class ResNet(nn.Module):
       x = conv(self.width, 7, 2, name='conv1')(x)
       x = nn.relu(norm(name='bn1')(x))
     features = {'stem': x}  # Stride 2, before the max-pool (for U-Nets).
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
 
     expansion = 4 if kind == 'bottleneck' else 1
     in_channels = self.width

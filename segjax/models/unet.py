@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.models.conv import Conv
+from segjax.models.pooling import max_pool
 
 
 class ConvBlock(nn.Module):
@@ -152,7 +153,7 @@ class UNet(nn.Module):
     for width in self.features[:-1]:
       x = block(width)(x, train)
       skips.append(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = max_pool(x, (2, 2), (2, 2), ((0, 0), (0, 0)))
     x = block(self.features[-1])(x, train)
 
     for width, skip in zip(reversed(self.features[:-1]), reversed(skips)):
