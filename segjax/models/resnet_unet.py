@@ -4,7 +4,8 @@ Encoder: a ResNet (`resnet.py`) whose stem (stride 2) and stage1..stage4
 (strides 4..32) are the skips. Decoder: five blocks, each upsampling by 2
 (nearest neighbour, `layers.upsample_nearest`), concatenating the skip of
 that resolution (none for the last) and applying two 3x3 conv-BN-ReLU
-layers, with `decoder_features` channels (256, 128, 64, 32, 16); a 3x3
+layers (the first computed at the low resolution where it can be:
+`upconv.py`), with `decoder_features` channels (256, 128, 64, 32, 16); a 3x3
 classifier conv on top. With a
 ResNet-18 and 11 classes it has 14,329,659 parameters, as SMP's
 `Unet("resnet18", classes=11)`. Any input size works (skips and logits are
@@ -29,7 +30,7 @@ from segjax.models import resnet
 from segjax.models.conv import Conv
 from segjax.models.layers import batch_norm
 from segjax.models.layers import ConvBNReLU
-from segjax.models.layers import upsample_nearest
+from segjax.models.upconv import UpConcatConvBNReLU
 
 
 class ResNetUNet(nn.Module):
@@ -65,10 +66,12 @@ class ResNetUNet(nn.Module):
     for i, width in enumerate(self.decoder_features):
       skip = skips[i] if i < len(skips) else None
       size = skip.shape[1:3] if skip is not None else (h, w)
-      x = upsample_nearest(x, size)
-      if skip is not None:
-        x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
-      x = block(width, name=f'decoder{i}_conv1')(x)
+      # = block(...)(concat([upsample_nearest(x, size), skip])), with the
+      # same parameters, computed sub-pixel at 2x (upconv.py).
+      x = UpConcatConvBNReLU(
+          width, norm=norm, kernel_init=decoder_init.get('kernel_init'),
+          dtype=self.dtype, param_dtype=self.param_dtype,
+          name=f'decoder{i}_conv1')(x, skip, size)
       x = block(width, name=f'decoder{i}_conv2')(x)
     logits = Conv(self.num_classes, (3, 3), padding=((1, 1), (1, 1)),
                   dtype=self.dtype, param_dtype=self.param_dtype,
