@@ -14,7 +14,8 @@ On the ResNet-18 U-Net's train step (batch 8, 176x240, 2 CPU cores) the
 stem's max-pool and its gradient were 6.6% of op time
 (`python -m segjax.bench profile --model resnet_unet --backbone resnet18
 --height 176 --width 240 --classes 11`); docs/performance.md has the
-step before and after.
+step before and after. Timed on CPUs only; GPUs and TPUs use it too,
+untimed (XLA's own select-and-scatter may be the faster choice there).
 """
 
 import functools
