@@ -136,7 +136,7 @@ def test_train_preprocess_runs_once_before_the_random_ops(tfds_dir):
 
 
 @pytest.mark.parametrize('spec', ['flip_lr', 'resize(16, 16)|scale(1, 2)',
-                                  'normalize'])
+                                  'normalize', 'resize(0, 16)', 'nosuch'])
 def test_train_preprocess_refuses_random_ops(tfds_dir, spec):
   from segjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
   cfg = _data_config(tfds_dir)

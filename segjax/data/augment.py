@@ -197,16 +197,18 @@ def build_deterministic(spec, field):
   Raises:
     ConfigError: a random or dtype-changing op, or a bad op, naming `field`.
   """
-  texts = _split(spec)
-  for text in texts:
-    name = _parse(text)[0]
-    if name not in DETERMINISTIC:
-      raise ConfigError(
-          f'{field}: op {text!r} is not one of {", ".join(DETERMINISTIC)} '
-          '(random ops belong in config.data.augment).')
-  if not texts:
+  try:
+    texts = _split(spec)
+    for text in texts:
+      if _parse(text)[0] not in DETERMINISTIC:
+        raise ConfigError(
+            f'op {text!r} is not one of {", ".join(DETERMINISTIC)} '
+            '(random ops belong in config.data.augment).')
+    fn = build(texts) if texts else None
+  except ConfigError as e:  # Name the field: the same ops can sit in two.
+    raise ConfigError(f'{field}: {e}') from None
+  if fn is None:
     return None
-  fn = build(texts)
   seed = tf.constant([0, 0], tf.int64)  # Unused by these ops.
   return tf.autograph.experimental.do_not_convert(
       lambda example: fn(example, seed))

@@ -244,7 +244,8 @@ def make_predict_fn(apply_fn, num_classes, *, mode='whole', window=None,
     predict(variables, images [B, H, W, C] float32, mask [B, H, W] bool)
     -> probs [B, H, W, num_classes] float32: the equally weighted mean of
     the softmax (or sigmoid) probabilities of all len(scales) * (1 + flip)
-    passes, 0 where mask is False. It traces (and compiles) once per input shape.
+    passes, 0 where mask is False. It traces (and compiles) once per input
+    shape.
 
   Raises:
     ValueError: naming the argument, for bad options (here, eagerly), or
