@@ -3,7 +3,12 @@
 import json
 import pathlib
 
+import jax
+import jax.numpy as jnp
+
 from segjax.bench import __main__ as bench_main
+from segjax.bench import models as bench_models
+from segjax.models import conv
 
 
 def test_metrics_benchmark_prints_one_json_line(capsys):
@@ -24,7 +29,6 @@ def test_unknown_benchmark_is_a_usage_error(capsys):
 
 
 def test_models_benchmark_counts_parameters_and_flops():
-  from segjax.bench import models as bench_models  # pylint: disable=g-import-not-at-top
   row = bench_models.measure('fcn32s', {'backbone': 'resnet18'}, 2, 64)
   # ResNet-18 without classifier (11,176,512) + a 1x1 512 -> 2 classifier.
   assert row['params'] == 11_176_512 + 512 * 2 + 2
@@ -56,10 +60,23 @@ def test_train_step_benchmark_reports_speed_flops_and_memory(capsys):
   result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   for key in ('s_per_step', 'img_per_s', 'flops_per_step',
               'achieved_flops_per_s', 'peak_flops_per_s', 'params',
-              'peak_memory_bytes'):
+              'peak_memory_bytes', 'fwd_flops_per_image', 'mfu'):
     assert result[key] > 0, key
   assert result['img_per_s'] == 2 / result['s_per_step']
   assert 'peer' not in result  # Only with --peer.
+
+
+def test_forward_flops_counts_a_convolution():
+  # 2 x multiply-adds of a 3x3 'SAME' conv, 3 -> 8 channels, on 16 x 20
+  # pixels, plus its bias adds: the formula, not XLA, is the reference.
+  # Taps that fall in the zero padding are not counted: along a side of n
+  # pixels the 3 taps land inside 3n - 2 times.
+  model = conv.Conv(8, (3, 3), padding='SAME')
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                             jnp.zeros((1, 16, 20, 3)))
+  want = 2 * (3 * 16 - 2) * (3 * 20 - 2) * 3 * 8 + 16 * 20 * 8
+  got = bench_models.forward_flops(model, variables, 16, 20)
+  assert abs(got - want) <= 0.02 * want, (got, want)
 
 
 def test_latency_benchmark_times_jitted_and_exported_functions(capsys):

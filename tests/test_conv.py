@@ -144,3 +144,27 @@ def test_conv_routing_matches_nn_conv(kwargs, shape, routed):
     assert ('convolution' not in hlo) == routed
   finally:
     conv.set_impl(previous)
+
+
+@pytest.mark.parametrize('backend,one_by_one,depthwise', [
+    ('cpu', True, True),
+    ('gpu', False, True),   # XLA:GPU's Triton GEMM fusion crashed on 1x1s.
+    ('cuda', False, True),
+    ('tpu', False, False),
+])
+def test_auto_routes_per_backend(monkeypatch, backend, one_by_one,
+                                 depthwise):
+  monkeypatch.setattr(conv, 'IMPL', 'auto')
+  monkeypatch.setattr(conv.jax, 'default_backend', lambda: backend)
+  cases = {  # kind: (module, input shape)
+      'one_by_one': (conv.Conv(8, (1, 1), strides=2), (1, 8, 8, 4)),
+      'depthwise': (conv.Conv(4, (3, 3), feature_group_count=4,
+                              padding=((1, 1), (1, 1))), (1, 8, 8, 4)),
+  }
+  for kind, want_routed in (('one_by_one', one_by_one),
+                            ('depthwise', depthwise)):
+    module, shape = cases[kind]
+    x = jnp.zeros(shape)
+    variables = jax.eval_shape(module.init, jax.random.PRNGKey(0), x)
+    jaxpr = str(jax.make_jaxpr(module.apply)(variables, x))
+    assert ('conv_general_dilated' not in jaxpr) == want_routed, kind

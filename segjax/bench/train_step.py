@@ -7,7 +7,10 @@ script's optimizer) and softmax cross-entropy, compiles the sharded train
 step ahead of time and times `--steps` steps after a warm-up, on random
 images and labels: no TensorFlow, no data set, so it runs wherever JAX
 does. One JSON line: `s_per_step`, `img_per_s`, `flops_per_step` (XLA's
-cost analysis of the compiled step), `achieved_flops_per_s`,
+cost analysis of the compiled step; on GPUs it leaves out cuDNN's
+convolutions, see `monitoring.flops_of`), `achieved_flops_per_s`,
+`fwd_flops_per_image` (counted by XLA:CPU on every backend), `mfu` (3 x
+forward FLOPs per step over the peak: the peer's convention),
 `peak_flops_per_s` (a large matrix product timed in the same process, in
 the step's compute dtype: the machine's own limit), `params`,
 `peak_memory_bytes` (the compiled step's memory analysis: arguments +
@@ -154,7 +157,8 @@ def add_workload_args(parser):
   parser.add_argument('--dtype', default='float32')
   parser.add_argument('--conv', default='auto', choices=conv.IMPLS,
                       help='segjax.models.conv.IMPL: where 1x1 and '
-                      'depthwise convs use segjax\'s formulations.')
+                      'depthwise convs use segjax\'s formulations (auto: '
+                      'both on CPUs, depthwise on GPUs).')
   parser.add_argument('--cpu-devices', type=int, default=-1,
                       help='XLA:CPU devices, as config.cpu_devices: -1 = '
                       'one per core dividing the batch.')
@@ -185,6 +189,8 @@ def main(argv):
   out = measure(*workload, args.steps)
   out['achieved_fraction_of_peak'] = (out['achieved_flops_per_s'] /
                                       out['peak_flops_per_s'])
+  out['mfu'] = (3 * out['fwd_flops_per_image'] * out['batch'] /
+                out['s_per_step'] / out['peak_flops_per_s'])
   if args.peer:
     if height != width:
       raise SystemExit('--peer: the shared peer script takes square crops; '

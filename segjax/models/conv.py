@@ -15,14 +15,20 @@ function, and hands everything else to `lax.conv_general_dilated`:
   multiply-adds of `segjax.models.depthwise` (XLA:CPU lowers their weight
   gradient as a dense channels x channels convolution).
 
-`IMPL` picks where the routing applies: 'auto' (the default: CPUs and
-GPUs; TPUs keep XLA's convolutions, unmeasured there), 'segjax' (every
-backend) or 'xla' (never). On an H200 (bfloat16, DeepLabV3+ R-50, batch 8
-at 512x1024) the routed step ran in 33.6 ms against 43.6 ms with cuDNN's
-convolutions, whose grouped depthwise kernel alone took 8.9 ms of the
-37.7 ms of kernels (docs/performance.md). It is read when a
-function is traced; `python -m segjax.bench train_step --conv ...` sets it,
-to measure one against the other.
+`IMPL` picks where the routing applies: 'auto' (the default), 'segjax'
+(both kinds on every backend) or 'xla' (never). 'auto' routes depthwise
+convs on CPUs and GPUs and 1x1 convs on CPUs only; TPUs keep XLA's
+convolutions (unmeasured there). On an H200 (bfloat16, DeepLabV3+ R-50,
+batch 8 at 512x1024) the routed step ran in 33.6 ms against 43.6 ms with
+cuDNN's convolutions, whose grouped depthwise kernel alone took 8.9 ms of
+the 37.7 ms of kernels (docs/performance.md). 1x1 convs stay convolutions
+on GPUs: on an H100 (JAX 0.11.2) XLA crashed compiling the ResNet-34
+U-Net's step with its strided 1x1 shortcuts as dots ("Check failed:
+subdim_size_accumulator == dim_size" in its Triton GEMM fusion), and with
+cuDNN's 1x1 convs that step ran as fast as the dots did with Triton GEMMs
+switched off (18.0 vs 17.8 ms, bfloat16, batch 16 at 352x480). `IMPL` is
+read when a function is traced; `python -m segjax.bench train_step --conv
+...` sets it, to measure one against the other.
 """
 
 import functools
@@ -46,9 +52,15 @@ def set_impl(impl):
   return previous
 
 
-def _routing_on():
+# The backends where 'auto' routes each kind (module docstring: why 1x1
+# convs are not routed on GPUs).
+_AUTO_BACKENDS = {'1x1': ('cpu',),
+                  'depthwise': ('cpu', 'gpu', 'cuda', 'rocm')}
+
+
+def _routing_on(kind):
   if IMPL == 'auto':
-    return jax.default_backend() in ('cpu', 'gpu', 'cuda', 'rocm')
+    return jax.default_backend() in _AUTO_BACKENDS[kind]
   return IMPL == 'segjax'
 
 
@@ -72,7 +84,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
       feature_group_count=feature_group_count,
       batch_group_count=batch_group_count, precision=precision,
       preferred_element_type=preferred_element_type)
-  if not (_routing_on() and _is_nhwc(lhs, rhs, dimension_numbers) and
+  if not ((_routing_on('1x1') or _routing_on('depthwise')) and
+          _is_nhwc(lhs, rhs, dimension_numbers) and
           batch_group_count == 1 and
           tuple(lhs_dilation or (1, 1)) == (1, 1)):
     return plain()
@@ -85,13 +98,14 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   padding = tuple(tuple(p) for p in padding)
   sh, sw = window_strides
   if (kh, kw) == (1, 1) and feature_group_count == 1 and padding == (
-      (0, 0), (0, 0)):
+      (0, 0), (0, 0)) and _routing_on('1x1'):
     x = lhs[:, ::sh, ::sw, :] if (sh, sw) != (1, 1) else lhs
     return lax.dot_general(x, rhs[0, 0], (((3,), (0,)), ((), ())),
                            precision=precision,
                            preferred_element_type=preferred_element_type)
   (top, bottom), (left, right) = padding
-  if (feature_group_count == lhs.shape[-1] == out and in_per_group == 1 and
+  if (_routing_on('depthwise') and
+      feature_group_count == lhs.shape[-1] == out and in_per_group == 1 and
       kh == kw and sh == sw and rate[0] == rate[1] and
       top == bottom == left == right and preferred_element_type is None):
     return depthwise.depthwise_conv(lhs, rhs, stride=sh, dilation=rate[0],
