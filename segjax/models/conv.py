@@ -21,14 +21,15 @@ convs on CPUs and GPUs and 1x1 convs on CPUs only; TPUs keep XLA's
 convolutions (unmeasured there). On an H200 (bfloat16, DeepLabV3+ R-50,
 batch 8 at 512x1024) the routed step ran in 33.6 ms against 43.6 ms with
 cuDNN's convolutions, whose grouped depthwise kernel alone took 8.9 ms of
-the 37.7 ms of kernels (docs/performance.md). 1x1 convs stay convolutions
-on GPUs: on an H100 (JAX 0.11.2) XLA crashed compiling the ResNet-34
-U-Net's step with its strided 1x1 shortcuts as dots ("Check failed:
-subdim_size_accumulator == dim_size" in its Triton GEMM fusion), and with
-cuDNN's 1x1 convs that step ran as fast as the dots did with Triton GEMMs
-switched off (18.0 vs 17.8 ms, bfloat16, batch 16 at 352x480). `IMPL` is
-read when a function is traced; `python -m segjax.bench train_step --conv
-...` sets it, to measure one against the other.
+the 37.7 ms of kernels (docs/performance.md; 1x1 convs were routed too
+then). 1x1 convs stay convolutions on GPUs: on an H100 (JAX 0.11.2) XLA
+crashed compiling the ResNet-34 U-Net's step with its 1x1 convs (the
+strided shortcuts) as dots ("Check failed: subdim_size_accumulator ==
+dim_size" in its Triton GEMM fusion), and with cuDNN's 1x1 convs that step
+ran as fast as the dots did with Triton GEMMs switched off (18.0 vs
+17.8 ms, bfloat16, batch 16 at 352x480). `IMPL` is read when a function is
+traced; `python -m segjax.bench train_step --conv ...` sets it, to measure
+one against the other.
 """
 
 import functools
