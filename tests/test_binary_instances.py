@@ -1,4 +1,4 @@
-"""Instance post-processing of sigmoid outputs (segjax.inference.instances)
+"""Instance post-processing of sigmoid outputs (segjax.postprocess.instances)
 against hand-made maps and a pure-Python flood fill + nearest-seed search."""
 
 import collections
@@ -6,7 +6,7 @@ import collections
 import numpy as np
 import pytest
 
-from segjax.inference import instances
+from segjax.postprocess import instances
 
 
 def _components(mask):

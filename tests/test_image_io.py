@@ -1,4 +1,4 @@
-"""Tests for segjax.inference.image_io: reading users' images, writing outputs.
+"""Tests for segjax.imaging.image_io: reading users' images, writing outputs.
 
 Small files written with Pillow into tmp_path; no JAX.
 """
@@ -14,8 +14,8 @@ from PIL import ImageFile
 import pytest
 
 from segjax.errors import DataError
-from segjax.inference import image_io
-from segjax.inference import visualize
+from segjax.imaging import image_io
+from segjax.imaging import visualize
 
 
 def _read(path, **kw):

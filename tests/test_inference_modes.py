@@ -1,4 +1,4 @@
-"""Tests for segjax.inference.modes: whole / slide / multi-scale / flip.
+"""Tests for segjax.evaluation.modes: whole / slide / multi-scale / flip.
 
 Every reference is computed independently: NumPy loops over windows, and
 resize -> apply -> resize back step by step, with the same apply_fn.
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segjax.inference import modes
+from segjax.evaluation import modes
 
 K = 3  # classes
 

@@ -15,7 +15,7 @@ from segjax.inference import evaluate as evaluate_lib
 from segjax.inference import export as export_lib
 from segjax.inference import predict as predict_lib
 from segjax.errors import ConfigError
-from segjax.inference import modes
+from segjax.evaluation import modes
 from segjax.inference import run as run_lib
 from segjax.models.inputs import normalize_images
 from segjax.training import train

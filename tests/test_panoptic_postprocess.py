@@ -1,10 +1,10 @@
-"""Tests of segjax.inference.panoptic against a loop-based NumPy reference."""
+"""Tests of segjax.postprocess.panoptic against a loop-based NumPy reference."""
 
 import numpy as np
 import pytest
 
 import jax
-from segjax.inference import panoptic as pp
+from segjax.postprocess import panoptic as pp
 
 
 def _reference(logits, heat, offsets, *, thing_classes, label_divisor,

@@ -14,7 +14,7 @@ from segjax import losses
 from segjax import models
 from segjax.data import datasets
 from segjax.data import pipeline
-from segjax.inference import visualize
+from segjax.imaging import visualize
 from segjax.training import panoptic as panoptic_lib
 from segjax.training import train
 

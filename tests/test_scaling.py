@@ -17,7 +17,7 @@ from saved_checkpoints import read_state
 from segjax import losses
 from segjax import models
 from segjax.training import optimizer
-from segjax.training import sharding
+from segjax.parallel import sharding
 from segjax.training import state as state_lib
 from segjax.training import steps
 

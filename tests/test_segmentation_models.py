@@ -89,7 +89,7 @@ def test_models_learn_a_shapes_batch(tfds_dir, name, kwargs):
   from segjax import losses  # pylint: disable=g-import-not-at-top
   from segjax.data import pipeline  # pylint: disable=g-import-not-at-top
   from segjax.training import optimizer  # pylint: disable=g-import-not-at-top
-  from segjax.training import sharding  # pylint: disable=g-import-not-at-top
+  from segjax.parallel import sharding  # pylint: disable=g-import-not-at-top
   from segjax.training import state as state_lib  # pylint: disable=g-import-not-at-top
   from segjax.training import steps  # pylint: disable=g-import-not-at-top
   data = ml_collections.ConfigDict({'name': 'shapes/tiny', 'data_dir': tfds_dir,

@@ -13,7 +13,7 @@ from segjax import losses
 from segjax import models
 from segjax.training import monitoring
 from segjax.training import optimizer
-from segjax.training import sharding
+from segjax.parallel import sharding
 from segjax.training import state as state_lib
 from segjax.training import steps
 from segjax.training import train

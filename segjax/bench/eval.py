@@ -22,7 +22,7 @@ import os
 from segjax import sweeps
 from segjax.bench import latency
 from segjax.bench import peer
-from segjax.inference import modes
+from segjax.evaluation import modes
 from segjax.inference import run as run_lib
 
 _PEER_SCRIPT = os.path.join(os.path.dirname(__file__), '..', '..',

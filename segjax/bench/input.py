@@ -107,7 +107,7 @@ def step_wait(args):
   import jax  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   from segjax import losses, models  # pylint: disable=g-import-not-at-top
-  from segjax.training import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  from segjax.parallel import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from segjax.training import state as state_lib  # pylint: disable=g-import-not-at-top
   from segjax.training import steps as steps_lib  # pylint: disable=g-import-not-at-top
 

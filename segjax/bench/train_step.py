@@ -40,7 +40,7 @@ from segjax.bench import peer
 from segjax.models import conv
 from segjax.training import cpu_devices
 from segjax.training import monitoring
-from segjax.training import sharding
+from segjax.parallel import sharding
 from segjax.training import state as state_lib
 from segjax.training import steps as steps_lib
 

@@ -3,7 +3,7 @@
 A U-Net that predicts, beside the foreground, which foreground pixels lie
 on the edge of their instance can separate touching nuclei: the
 connected components of foreground-minus-boundary are one seed per nucleus
-(`segjax.inference.instances`). The target is made from the augmented
+(`segjax.postprocess.instances`). The target is made from the augmented
 instance map, like Panoptic-DeepLab's (`panoptic_targets.py`):
 
   boundaries [H, W] int32: 1 on an instance pixel (instance number > 0)

@@ -1,6 +1,6 @@
 """tf.data input pipelines: a deterministic, resumable training stream and
 padded, masked evaluation passes. TensorFlow stays on the host side; batches
-leave as NumPy arrays for `segjax.training.sharding.to_global_array`.
+leave as NumPy arrays for `segjax.parallel.sharding.to_global_array`.
 
 For training, every process follows the same global stream and keeps its
 rows of each global batch; for evaluation, each process reads its own slice
@@ -22,11 +22,11 @@ import numpy as np
 
 from segjax.data import augment
 from segjax.data import boundary_targets as boundary_lib
+from segjax.data import buckets as buckets_lib
 from segjax.data import datasets
 from segjax.data import panoptic_targets as targets_lib
 from segjax.data.tf_host import tf
 from segjax.errors import ConfigError
-from segjax.inference.modes import BUCKETS
 import tensorflow_datasets as tfds  # pylint: disable=g-bad-import-order
 
 
@@ -199,7 +199,7 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
   'mask' is False. Scoring must weight by 'mask'.
 
   Examples of mixed sizes (e.g. dsb2018) are each padded to their size
-  bucket (`segjax.inference.modes.BUCKETS`: labels with 255, which no metric
+  bucket (`segjax.data.buckets`: labels with 255, which no metric
   counts) and a batch to its largest member, so they are evaluated whole at
   their own resolution with a handful of compiled programs; several
   processes need one fixed size (e.g. `eval_preprocess='pad(1040, 1388)'`),
@@ -277,18 +277,19 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
 def _pad_to_bucket(example):
   """Pads an example's maps at the bottom / right to its size bucket.
 
-  Each side goes up to the smallest of `modes.BUCKETS` that holds it (past
+  Each side goes up to the smallest of `buckets.BUCKETS` that holds it (past
   the largest: a multiple of 32), as `segjax.inference` does, so mixed-size
   data compiles one eval program per bucket, not per image size. Padding is
   zeros in the image, ignore in the labels and 0 in the instances.
   """
-  buckets = tf.constant(BUCKETS, tf.int32)
+  buckets = tf.constant(buckets_lib.BUCKETS, tf.int32)
 
   def side(n):
     fits = buckets >= n
     return tf.where(tf.reduce_any(fits),
                     tf.reduce_min(tf.where(fits, buckets, tf.int32.max)),
-                    (n + 31) // 32 * 32)
+                    (n + buckets_lib.MULTIPLE - 1) // buckets_lib.MULTIPLE *
+                    buckets_lib.MULTIPLE)
 
   shape = tf.shape(example['labels'])
   pad_h = side(shape[0]) - shape[0]

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.errors import ConfigError
-from segjax.inference import modes
+from segjax.evaluation import modes
 from segjax.inference import run as run_lib
 from segjax.models.inputs import normalize_images
 from segjax.training import binary as binary_lib

@@ -2,7 +2,7 @@
 
 from absl import logging
 
-from segjax.inference import image_io
+from segjax.imaging import image_io
 from segjax.inference import run as run_lib
 
 

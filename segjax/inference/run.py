@@ -25,12 +25,12 @@ Inside, each image is
      argmax'ed.
 Panoptic models (Panoptic-DeepLab) return dicts instead: 'labels' (semantic
 argmax), 'panoptic', 'instance_ids' and per-instance 'scores' / 'classes' /
-'valid' from `segjax.inference.panoptic.panoptic_postprocess`; they run whole
+'valid' from `segjax.postprocess.panoptic.panoptic_postprocess`; they run whole
 images (test-time augmentation of centers and offsets is not implemented).
 Binary (sigmoid) runs (`config.binary`) return dicts too: 'labels' (the
 thresholded foreground, 0 / 1), 'probabilities' [H, W, K] (foreground,
 boundary), and with `config.binary.instances` the same instance keys as
-panoptic runs (`segjax.inference.instances`, on the host); their
+panoptic runs (`segjax.postprocess.instances`, on the host); their
 probabilities go through the inference modes (sigmoids averaged).
 """
 
@@ -49,9 +49,9 @@ import orbax.checkpoint as ocp
 
 from segjax import models
 from segjax.errors import ConfigError
-from segjax.inference import instances as instances_lib
-from segjax.inference import modes
-from segjax.inference import panoptic as postprocess_lib
+from segjax.postprocess import instances as instances_lib
+from segjax.evaluation import modes
+from segjax.postprocess import panoptic as postprocess_lib
 from segjax.models.inputs import normalize_images
 from segjax.training import binary as binary_lib
 

@@ -16,7 +16,7 @@ fusion convs are depthwise-separable as there; `separable=False` makes them
 plain. Heads run at stride 4 and are resized bilinearly to the input size;
 offsets are predicted in input pixels, so resizing keeps their units.
 
-The outputs are what `segjax.inference.panoptic.panoptic_postprocess` and
+The outputs are what `segjax.postprocess.panoptic.panoptic_postprocess` and
 `segjax.losses.panoptic` take. Training targets come from instance maps in
 the input pipeline (`segjax.data.panoptic_targets`).
 """

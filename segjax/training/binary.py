@@ -17,7 +17,7 @@ Scores, from one pass over a split: the thresholded foreground's pixel
 counts (`binary_stats`: 'iou', 'dice', 'precision', 'recall' of the
 foreground) and its 2x2 confusion matrix (mIoU, per-class IoU, as the
 semantic task); with `instances=True` also instances from the sigmoid
-probabilities (`segjax.inference.instances`, on the host), scored by PQ
+probabilities (`segjax.postprocess.instances`, on the host), scored by PQ
 (the same ground truth and `panoptic_stats` as the panoptic task, so the
 numbers compare with Panoptic-DeepLab's) and COCO mask AP.
 
@@ -34,7 +34,7 @@ from segjax import losses
 from segjax import metrics
 from segjax import models
 from segjax.errors import ConfigError
-from segjax.inference import instances as instances_lib
+from segjax.postprocess import instances as instances_lib
 from segjax.metrics.mask_ap import MaskAP
 from segjax.models.inputs import model_inputs
 from segjax.training import panoptic as panoptic_lib
@@ -183,7 +183,7 @@ def make_eval_step(model, opts, num_classes, ignore_index):
 
 def instances_of(probabilities, opts):
   """(ids [H, W] int32, scores [N] float32) of one image's [H, W, K]
-  probabilities (`segjax.inference.instances.binary_instances`)."""
+  probabilities (`segjax.postprocess.instances.binary_instances`)."""
   probabilities = np.asarray(probabilities)
   boundary = probabilities[..., 1] if opts['boundary'] else None
   return instances_lib.binary_instances(

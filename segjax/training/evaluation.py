@@ -17,11 +17,11 @@ import numpy as np
 
 from segjax import metrics as metrics_lib
 from segjax.data import pipeline
-from segjax.inference import visualize
+from segjax.imaging import visualize
 from segjax.metrics.mask_ap import MaskAP
 from segjax.training import binary as binary_lib
 from segjax.training import panoptic as panoptic_lib
-from segjax.training import sharding as sharding_lib
+from segjax.parallel import sharding as sharding_lib
 from segjax.training import steps as steps_lib
 
 

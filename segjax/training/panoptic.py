@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from segjax import metrics
 from segjax.errors import ConfigError
-from segjax.inference import panoptic as postprocess_lib
+from segjax.postprocess import panoptic as postprocess_lib
 from segjax.models.inputs import model_inputs
 
 TARGET_FIELDS = ('sigma', 'small_instance_area', 'small_instance_weight')

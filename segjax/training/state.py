@@ -6,7 +6,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from segjax.training import sharding as sharding_lib
+from segjax.parallel import sharding as sharding_lib
 
 
 @flax.struct.dataclass

@@ -29,7 +29,7 @@ from segjax.training import monitoring
 from segjax.training import optimizer as optimizer_lib
 from segjax.training import panoptic as panoptic_lib
 from segjax.training import run_record
-from segjax.training import sharding as sharding_lib
+from segjax.parallel import sharding as sharding_lib
 from segjax.training import state as state_lib
 from segjax.training import steps as steps_lib
 

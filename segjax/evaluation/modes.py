@@ -58,34 +58,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segjax.data import buckets as buckets_lib
+
 # Number of times the jitted body was traced; tests read it to check that a
 # call with an already seen input shape does not retrace.
 trace_count = 0
 
 MODES = ('whole', 'slide')
-# Default bucket sides (pixels): images are padded up to the next one, so a
-# data set of mixed sizes compiles one program per bucket pair.
-BUCKETS = (256, 512, 768, 1024, 1536, 2048)
-
-
-def bucket_shape(height, width, buckets=BUCKETS, multiple=32):
-  """(H, W) >= (height, width) to pad an image to.
-
-  Each side is rounded up to the smallest bucket >= it; a side beyond the
-  largest bucket is rounded up to a multiple of `multiple`.
-  """
-  if not buckets or any(b <= 0 for b in buckets):
-    raise ValueError(f'buckets must be non-empty and positive, got {buckets!r}')
-  if multiple <= 0:
-    raise ValueError(f'multiple must be positive, got {multiple!r}')
-
-  def side(name, n):
-    if n <= 0:
-      raise ValueError(f'{name} must be positive, got {n!r}')
-    fitting = [b for b in buckets if b >= n]
-    return min(fitting) if fitting else -(-n // multiple) * multiple
-
-  return side('height', int(height)), side('width', int(width))
+BUCKETS = buckets_lib.BUCKETS
+bucket_shape = buckets_lib.bucket_shape
 
 
 def pad_to(images, shape):

@@ -55,7 +55,7 @@ from PIL import Image
 from PIL import ImageOps
 
 from segjax.errors import DataError
-from segjax.inference import visualize
+from segjax.imaging import visualize
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
