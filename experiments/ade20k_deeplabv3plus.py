@@ -35,9 +35,7 @@ Variants (`--config experiments/ade20k_deeplabv3plus.py:local`):
   tiny    seconds; for tests.
 """
 
-import ml_collections
-
-from segjax.training import config_fields
+from segjax.configs import base
 
 
 def get_config(arg=None):
@@ -45,29 +43,17 @@ def get_config(arg=None):
   if arg not in (None, '', 'local', 'tiny'):
     raise ValueError(f'Unknown variant {arg!r} of ade20k_deeplabv3plus; use '
                      '"local", "tiny" or nothing.')
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+  config = base.get_config()
   config.data_seed = 0
 
-  config.data = ml_collections.ConfigDict()
   config.data.name = 'ade20k'
-  config.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS's.
-  # Holds ADEChallengeData2016/ or its zip; None: <data_dir>/downloads/manual.
-  config.data.manual_dir = ml_collections.config_dict.placeholder(str)
-  config.data.train_split = 'train'
-  config.data.eval_split = 'validation'
-  config.data.final_eval_splits = ()
-  config.data.ignore_index = 255
-  config.data.shuffle_buffer = 10_000
-  config.data.cache = True
+  # config.data.manual_dir holds ADEChallengeData2016/ or its zip; None:
+  # <data_dir>/downloads/manual.
   config.data.augment = 'scale(0.5, 2.0)|crop(512, 512)|flip_lr'
   config.data.eval_preprocess = 'resize(512, 512)'  # See the docstring.
 
-  config.model = ml_collections.ConfigDict()
   config.model.name = 'deeplabv3plus'
-  # Compute dtype; 'bfloat16' = mixed precision (params, optimizer state,
-  # losses and metrics stay float32). The published runs are float32.
-  config.model.dtype = 'float32'
+  config.model.dtype = 'float32'  # The published runs are float32.
   config.model.backbone = 'resnet101'
   config.model.output_stride = 8  # ASPP rates (12, 24, 36).
   config.model.deep_stem = False  # torchvision layout, for its weights.
@@ -75,32 +61,19 @@ def get_config(arg=None):
   config.model.aspp_features = 256
   config.model.low_level_features = 48
 
-  config.loss = ml_collections.ConfigDict({'cross_entropy': 1.0})
-
-  config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'sgd'
   config.optimizer.learning_rate = 0.01
   config.optimizer.momentum = 0.9
   config.optimizer.weight_decay = 5e-4
-  config.optimizer.grad_clip_norm = 0.0
-  config.schedule = ml_collections.ConfigDict()
   config.schedule.name = 'poly'
   config.schedule.power = 0.9
   config.schedule.end_factor = 0.01  # Final lr 1e-4.
-  config.schedule.warmup_steps = 0
-
-  # Optional trainer fields (EMA, accumulation, model_init, best
-  # checkpoints, memory limit): segjax/training/config_fields.py.
-  config_fields.add_trainer_options(config)
 
   config.batch_size = 16
   config.eval_batch_size = 16
   config.num_train_steps = 160_000
-  config.log_every_steps = 100
   config.eval_every_steps = 16_000
   config.checkpoint_every_steps = 2_000
-  config.keep_checkpoints = 3
-  config.num_images_to_save = 4
 
   if arg in ('local', 'tiny'):
     config.data.cache = False

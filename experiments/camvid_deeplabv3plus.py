@@ -27,9 +27,7 @@ downloaded here); with an ImageNet backbone file add
 (segjax/training/model_init.py; docs/training.md).
 """
 
-import ml_collections
-
-from segjax.training import config_fields
+from segjax.configs import base
 
 
 def get_config(arg=None):
@@ -37,63 +35,35 @@ def get_config(arg=None):
   if arg not in (None, '', 'gpu', 'cpu', 'local', 'tiny'):
     raise ValueError(f'Unknown variant {arg!r} of camvid_deeplabv3plus; use '
                      '"gpu" (= nothing), "cpu", "local" or "tiny".')
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+  config = base.get_config()
   config.data_seed = 0
 
-  config.data = ml_collections.ConfigDict()
   config.data.name = 'camvid'
-  config.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS's.
-  # The SegNet CamVid folder; None means <data_dir>/downloads/manual(/camvid).
-  config.data.manual_dir = ml_collections.config_dict.placeholder(str)
-  config.data.train_split = 'train'
-  config.data.eval_split = 'validation'
+  # config.data.manual_dir: the SegNet CamVid folder; None means
+  # <data_dir>/downloads/manual(/camvid).
   config.data.final_eval_splits = ('test',)  # Skipped when absent.
-  config.data.ignore_index = 255
-  config.data.shuffle_buffer = 10_000
-  # Seedless ops (resize / pad / center_crop) run once per training image,
-  # before the cache; `augment`'s random ops then start from their output.
-  config.data.train_preprocess = ''
-  config.data.cache = True
   config.data.augment = ('scale(0.5, 2.0)|crop(360, 480)|flip_lr|'
                          'jitter(0.2, 0.2, 0.2, 0.02)')
   config.data.eval_preprocess = ''  # Full 360x480.
 
-  config.model = ml_collections.ConfigDict()
   config.model.name = 'deeplabv3plus'
-  # Compute dtype; 'bfloat16' = mixed precision (params, optimizer state,
-  # losses and metrics stay float32).
-  config.model.dtype = 'float32'
   config.model.backbone = 'resnet50'
   config.model.output_stride = 16
   config.model.separable = True
   config.model.aspp_features = 256
   config.model.low_level_features = 48
 
-  config.loss = ml_collections.ConfigDict({'cross_entropy': 1.0})
-
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = 'adamw'
   config.optimizer.learning_rate = 1e-3
   config.optimizer.weight_decay = 1e-4
   config.optimizer.grad_clip_norm = 1.0
-  config.schedule = ml_collections.ConfigDict()
   config.schedule.name = 'poly'
   config.schedule.power = 0.9
   config.schedule.warmup_steps = 200
 
-  # Optional trainer fields (EMA, accumulation, model_init, best
-  # checkpoints, memory limit): segjax/training/config_fields.py.
-  config_fields.add_trainer_options(config)
-
   config.batch_size = 16
   config.eval_batch_size = 16
   config.num_train_steps = 20_000
-  config.log_every_steps = 100
   config.eval_every_steps = 2000
-  config.checkpoint_every_steps = 1000
-  config.keep_checkpoints = 3
-  config.num_images_to_save = 4
 
   if arg in ('cpu', 'local', 'tiny'):
     config.data.augment = ('resize(180, 240)|scale(0.75, 1.5)|'

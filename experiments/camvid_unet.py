@@ -19,7 +19,7 @@ as SMP initialises it (`init_scheme='torchvision'`);
 import importlib.util
 import pathlib
 
-import ml_collections
+from segjax.configs import base
 
 # The sibling experiment, loaded by path so this file works from any folder.
 _spec = importlib.util.spec_from_file_location(
@@ -32,11 +32,8 @@ _spec.loader.exec_module(camvid_deeplabv3plus)
 def get_config(arg=None):
   """The DeepLabV3+ recipe with a U-Net; `arg` picks a variant."""
   config = camvid_deeplabv3plus.get_config(arg)
-  config.model = ml_collections.ConfigDict()
+  config.model = base.get_config().model  # None of DeepLabV3+'s fields.
   config.model.name = 'resnet_unet'
-  # Compute dtype; 'bfloat16' = mixed precision (params, optimizer state,
-  # losses and metrics stay float32).
-  config.model.dtype = 'float32'
   full = arg in (None, '', 'gpu')
   config.model.backbone = 'resnet34' if full else 'resnet18'
   # Initialised as SMP's Unet (torchvision's ResNet, SMP's decoder and head

@@ -34,7 +34,8 @@ Variants (`--config experiments/cityscapes_panoptic_deeplab.py:local`):
 
 import ml_collections
 
-from segjax.training import config_fields
+from segjax.configs import base
+from segjax.configs import options
 
 
 def get_config(arg=None):
@@ -42,61 +43,40 @@ def get_config(arg=None):
   if arg not in (None, '', 'local', 'tiny'):
     raise ValueError(f'Unknown variant {arg!r} of cityscapes_panoptic_deeplab'
                      '; use "local", "tiny" or nothing.')
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+  config = base.get_config()
   config.data_seed = 0
 
-  config.data = ml_collections.ConfigDict()
   config.data.name = 'cityscapes_panoptic'
-  config.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS's.
-  config.data.manual_dir = ml_collections.config_dict.placeholder(str)
-  config.data.train_split = 'train'
-  config.data.eval_split = 'validation'
   config.data.final_eval_splits = ()  # Test labels are placeholders.
-  config.data.ignore_index = 255
-  config.data.shuffle_buffer = 10_000
-  config.data.cache = True
   config.data.augment = 'scale(0.5, 2.0)|crop(512, 1024)|flip_lr'
   config.data.eval_preprocess = ''  # Whole 1024x2048 images.
 
-  config.model = ml_collections.ConfigDict()
   config.model.name = 'panoptic_deeplab'
-  config.model.dtype = 'float32'  # 'bfloat16' = mixed precision.
   config.model.backbone = 'resnet50'
   config.model.output_stride = 32
   config.model.rates = (3, 6, 9)  # The reference's ASPP rates at stride 32.
-  config.model.update(config_fields.panoptic_deeplab_widths('paper'))
+  config.model.update(options.panoptic_deeplab_widths('paper'))
   config.model.dropout = 0.1
 
   config.loss = ml_collections.ConfigDict({
       'semantic_weight': 1.0, 'center_weight': 200.0, 'offset_weight': 0.01,
       'top_k_percent_pixels': 0.2})
   # The paper's pixel values at 1024 x 2048; up to ~100 instances a class.
-  config_fields.add_panoptic_options(config, image_height=1024,
-                                     max_instances=512, max_dets=200)
+  options.add_panoptic_options(config, image_height=1024,
+                               max_instances=512, max_dets=200)
 
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = 'adamw'
   config.optimizer.learning_rate = 1e-3
-  config.optimizer.weight_decay = 0.0
-  config.optimizer.grad_clip_norm = 0.0
-  config.schedule = ml_collections.ConfigDict()
   config.schedule.name = 'poly'
   config.schedule.power = 0.9
   config.schedule.end_factor = 0.0
-  config.schedule.warmup_steps = 0
 
-  config_fields.add_trainer_options(config)
   config.best_checkpoint_metric = 'validation/pq'
 
   config.batch_size = 32
   config.eval_batch_size = 8
   config.num_train_steps = 90_000
-  config.log_every_steps = 100
   config.eval_every_steps = 10_000
   config.checkpoint_every_steps = 2_000
-  config.keep_checkpoints = 3
-  config.num_images_to_save = 4
 
   if arg in ('local', 'tiny'):
     config.data.cache = False
@@ -107,11 +87,11 @@ def get_config(arg=None):
     config.model.width = 32
     config.model.output_stride = 16
     config.model.rates = None
-    config.model.update(config_fields.panoptic_deeplab_widths('cpu'))
+    config.model.update(options.panoptic_deeplab_widths('cpu'))
     # Heads at stride 4 cannot draw a Gaussian much under 4 px (scaling
     # gives 2 at 256 px): sigma 4.
-    config_fields.add_panoptic_options(config, image_height=256, sigma=4.0,
-                                       max_instances=512, max_dets=200)
+    options.add_panoptic_options(config, image_height=256, sigma=4.0,
+                                 max_instances=512, max_dets=200)
     config.batch_size = 8
     config.eval_batch_size = 8
     config.num_train_steps = 300
@@ -121,9 +101,9 @@ def get_config(arg=None):
   if arg == 'tiny':
     config.data.augment = 'resize(32, 64)|flip_lr'
     config.data.eval_preprocess = 'resize(32, 64)'
-    config.model.update(config_fields.panoptic_deeplab_widths('tiny'))
-    config_fields.add_panoptic_options(config, image_height=32, sigma=2.0,
-                                       top_k=16, max_instances=64)
+    config.model.update(options.panoptic_deeplab_widths('tiny'))
+    options.add_panoptic_options(config, image_height=32, sigma=2.0,
+                                 top_k=16, max_instances=64)
     config.num_train_steps = 4
     config.log_every_steps = 2
     config.eval_every_steps = 4

@@ -31,7 +31,8 @@ Variants (`--config experiments/coco_panoptic_deeplab.py:local`):
 
 import ml_collections
 
-from segjax.training import config_fields
+from segjax.configs import base
+from segjax.configs import options
 
 
 def get_config(arg=None):
@@ -39,29 +40,19 @@ def get_config(arg=None):
   if arg not in (None, '', 'local', 'tiny'):
     raise ValueError(f'Unknown variant {arg!r} of coco_panoptic_deeplab; use '
                      '"local", "tiny" or nothing.')
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+  config = base.get_config()
   config.data_seed = 0
 
-  config.data = ml_collections.ConfigDict()
   config.data.name = 'coco/2017_panoptic'
-  config.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS's.
-  config.data.train_split = 'train'
-  config.data.eval_split = 'validation'
-  config.data.final_eval_splits = ()
-  config.data.ignore_index = 255
-  config.data.shuffle_buffer = 10_000
   config.data.cache = False  # 118k decoded images do not fit in host RAM.
   config.data.augment = 'scale(0.5, 1.5)|crop(640, 640)|flip_lr'
   config.data.eval_preprocess = 'pad(640, 640)'
 
-  config.model = ml_collections.ConfigDict()
   config.model.name = 'panoptic_deeplab'
-  config.model.dtype = 'float32'  # 'bfloat16' = mixed precision.
   config.model.backbone = 'resnet50'
   config.model.output_stride = 32
   config.model.rates = (3, 6, 9)
-  config.model.update(config_fields.panoptic_deeplab_widths('paper'))
+  config.model.update(options.panoptic_deeplab_widths('paper'))
   config.model.dropout = 0.1
 
   config.loss = ml_collections.ConfigDict({
@@ -69,32 +60,21 @@ def get_config(arg=None):
       'top_k_percent_pixels': 0.2})
   # sigma 8 and the paper's areas as they are (not scaled: COCO objects at
   # 640 px are about Cityscapes' size at 1024); deeplab2's COCO stuff limit.
-  config_fields.add_panoptic_options(config, image_height=1024,
-                                     stuff_area=4096, max_instances=256,
-                                     max_dets=100)
+  options.add_panoptic_options(config, image_height=1024, stuff_area=4096,
+                               max_instances=256, max_dets=100)
 
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = 'adamw'
   config.optimizer.learning_rate = 1e-3
-  config.optimizer.weight_decay = 0.0
-  config.optimizer.grad_clip_norm = 0.0
-  config.schedule = ml_collections.ConfigDict()
   config.schedule.name = 'poly'
   config.schedule.power = 0.9
   config.schedule.end_factor = 0.0
-  config.schedule.warmup_steps = 0
 
-  config_fields.add_trainer_options(config)
   config.best_checkpoint_metric = 'validation/pq'
 
   config.batch_size = 64
   config.eval_batch_size = 16
   config.num_train_steps = 200_000
-  config.log_every_steps = 100
   config.eval_every_steps = 20_000
   config.checkpoint_every_steps = 2_000
-  config.keep_checkpoints = 3
-  config.num_images_to_save = 4
 
   if arg in ('local', 'tiny'):
     config.data.augment = 'resize(160, 160)|crop(128, 128)|flip_lr'
@@ -103,9 +83,9 @@ def get_config(arg=None):
     config.model.width = 32
     config.model.output_stride = 16
     config.model.rates = None
-    config.model.update(config_fields.panoptic_deeplab_widths('cpu'))
-    config_fields.add_panoptic_options(config, image_height=160, sigma=4.0,
-                                       max_instances=256, max_dets=100)
+    config.model.update(options.panoptic_deeplab_widths('cpu'))
+    options.add_panoptic_options(config, image_height=160, sigma=4.0,
+                                 max_instances=256, max_dets=100)
     config.batch_size = 8
     config.eval_batch_size = 8
     config.num_train_steps = 300
@@ -115,9 +95,9 @@ def get_config(arg=None):
   if arg == 'tiny':
     config.data.augment = 'resize(32, 32)|flip_lr'
     config.data.eval_preprocess = 'resize(32, 32)'
-    config.model.update(config_fields.panoptic_deeplab_widths('tiny'))
-    config_fields.add_panoptic_options(config, image_height=32, sigma=2.0,
-                                       top_k=16, max_instances=64)
+    config.model.update(options.panoptic_deeplab_widths('tiny'))
+    options.add_panoptic_options(config, image_height=32, sigma=2.0,
+                                 top_k=16, max_instances=64)
     config.num_train_steps = 4
     config.log_every_steps = 2
     config.eval_every_steps = 4

@@ -33,7 +33,8 @@ Variants (`--config experiments/dsb2018_panoptic.py:local`):
 
 import ml_collections
 
-from segjax.training import config_fields
+from segjax.configs import base
+from segjax.configs import options
 
 
 def get_config(arg=None):
@@ -41,68 +42,47 @@ def get_config(arg=None):
   if arg not in (None, '', 'local', 'tiny'):
     raise ValueError(f'Unknown variant {arg!r} of dsb2018_panoptic; use '
                      '"local", "tiny" or nothing.')
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+  config = base.get_config()
   config.data_seed = 0
 
-  config.data = ml_collections.ConfigDict()
   config.data.name = 'dsb2018'
-  config.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS's.
-  config.data.manual_dir = ml_collections.config_dict.placeholder(str)
-  config.data.train_split = 'train'
-  config.data.eval_split = 'validation'
   config.data.final_eval_splits = ('test',)
-  config.data.ignore_index = 255
-  config.data.shuffle_buffer = 10_000
-  config.data.cache = True
   # Microscopy has no "up": any rotation, then scale and crop (one warp).
   config.data.augment = ('rotate(180)|scale(0.75, 1.5)|crop(256, 256)|'
                          'flip_lr|jitter(0.2, 0.2, 0.2, 0.05)')
   config.data.eval_preprocess = ''  # Whole images at their own size.
 
-  config.model = ml_collections.ConfigDict()
   config.model.name = 'panoptic_deeplab'
-  config.model.dtype = 'float32'  # 'bfloat16' = mixed precision.
   config.model.backbone = 'resnet50'
   config.model.output_stride = 16
-  config.model.update(config_fields.panoptic_deeplab_widths('paper'))
+  config.model.update(options.panoptic_deeplab_widths('paper'))
   config.model.dropout = 0.1
 
   config.loss = ml_collections.ConfigDict({
       'semantic_weight': 1.0, 'center_weight': 200.0, 'offset_weight': 0.01,
       'top_k_percent_pixels': 0.2})
-  config_fields.add_panoptic_options(
+  options.add_panoptic_options(
       config, image_height=256, sigma=3.0, nms_kernel=5,
       small_instance_area=64, stuff_area=0, top_k=500, label_divisor=1000,
       max_instances=1024, max_dets=1000)
 
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = 'adamw'
   config.optimizer.learning_rate = 1e-3
   config.optimizer.weight_decay = 1e-4
   config.optimizer.grad_clip_norm = 1.0
-  config.schedule = ml_collections.ConfigDict()
-  config.schedule.name = 'cosine'
   config.schedule.warmup_steps = 200
 
-  config_fields.add_trainer_options(config)
   config.best_checkpoint_metric = 'validation/pq'
 
   config.batch_size = 16
   config.eval_batch_size = 8
   config.num_train_steps = 10_000
-  config.log_every_steps = 100
-  config.eval_every_steps = 1000
-  config.checkpoint_every_steps = 1000
-  config.keep_checkpoints = 3
-  config.num_images_to_save = 4
 
   if arg in ('local', 'tiny'):
     config.data.augment = ('rotate(180)|scale(0.75, 1.5)|crop(192, 192)|'
                            'flip_lr|jitter(0.2, 0.2, 0.2, 0.05)')
     config.model.backbone = 'resnet18'
     config.model.width = 32
-    config.model.update(config_fields.panoptic_deeplab_widths('cpu'))
+    config.model.update(options.panoptic_deeplab_widths('cpu'))
     config.batch_size = 8
     config.eval_batch_size = 1  # Images of ~9 sizes, one program each.
     config.num_train_steps = 1500
@@ -113,7 +93,7 @@ def get_config(arg=None):
   if arg == 'tiny':
     config.data.augment = 'crop(32, 32)|flip_lr'
     config.data.final_eval_splits = ()
-    config.model.update(config_fields.panoptic_deeplab_widths('tiny'))
+    config.model.update(options.panoptic_deeplab_widths('tiny'))
     config.eval_batch_size = 8
     config.num_train_steps = 4
     config.log_every_steps = 2

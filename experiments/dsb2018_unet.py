@@ -42,7 +42,8 @@ Variants (`--config experiments/dsb2018_unet.py:local`):
 
 import ml_collections
 
-from segjax.training import config_fields
+from segjax.configs import base
+from segjax.configs import options
 
 
 # Variant -> (head, size): head None is the softmax one.
@@ -60,58 +61,33 @@ def get_config(arg=None):
     raise ValueError(f'Unknown variant {arg!r} of dsb2018_unet; use one of '
                      f'{sorted(v for v in VARIANTS if v)} or nothing.')
   head, size = VARIANTS[arg]
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+  config = base.get_config()
   config.data_seed = 0
 
-  config.data = ml_collections.ConfigDict()
   config.data.name = 'dsb2018'
-  config.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS's.
-  # Holds stage1_train/; None means <data_dir>/downloads/manual(/dsb2018).
-  config.data.manual_dir = ml_collections.config_dict.placeholder(str)
-  config.data.train_split = 'train'
-  config.data.eval_split = 'validation'
+  # config.data.manual_dir holds stage1_train/; None means
+  # <data_dir>/downloads/manual(/dsb2018).
   config.data.final_eval_splits = ('test',)
-  config.data.ignore_index = 255
-  config.data.shuffle_buffer = 10_000
-  config.data.cache = True
   # Microscopy has no "up": any rotation, then scale and crop (one fused warp).
   config.data.augment = ('rotate(180)|scale(0.75, 1.5)|crop(256, 256)|'
                          'flip_lr|jitter(0.2, 0.2, 0.2, 0.05)')
   config.data.eval_preprocess = ''  # Whole images at their own size.
 
-  config.model = ml_collections.ConfigDict()
   config.model.name = 'unet'
-  # Compute dtype; 'bfloat16' = mixed precision (params, optimizer state,
-  # losses and metrics stay float32).
-  config.model.dtype = 'float32'
   config.model.features = (32, 64, 128, 256)
   config.model.upsample = 'bilinear'
   config.model.stem_stride = 1  # Small nuclei (a few pixels) need full res.
 
   config.loss = ml_collections.ConfigDict({'cross_entropy': 1.0, 'dice': 1.0})
 
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = 'adamw'
   config.optimizer.learning_rate = 2e-3
   config.optimizer.weight_decay = 1e-4
   config.optimizer.grad_clip_norm = 1.0
-  config.schedule = ml_collections.ConfigDict()
-  config.schedule.name = 'cosine'
   config.schedule.warmup_steps = 200
-
-  # Optional trainer fields (EMA, accumulation, model_init, best
-  # checkpoints, memory limit): segjax/training/config_fields.py.
-  config_fields.add_trainer_options(config)
 
   config.batch_size = 16
   config.eval_batch_size = 8
   config.num_train_steps = 10_000
-  config.log_every_steps = 100
-  config.eval_every_steps = 1000
-  config.checkpoint_every_steps = 1000
-  config.keep_checkpoints = 3
-  config.num_images_to_save = 4
 
   if size in ('local', 'tiny'):
     config.data.augment = ('rotate(180)|scale(0.75, 1.5)|crop(128, 128)|'
@@ -130,7 +106,7 @@ def get_config(arg=None):
     # Nuclei have 21 px or more (1% have < 26): smaller components are
     # noise. Up to 375 nuclei per image: COCO maxDets 1000, as the
     # Panoptic-DeepLab recipe.
-    config_fields.add_binary_options(
+    options.add_binary_options(
         config, boundary=head == 'boundary', boundary_width=1,
         instances=True, min_area=8, max_dets=1000)
     config.best_checkpoint_metric = ('validation/pq' if head == 'boundary'

@@ -32,7 +32,7 @@ Variants (`--config experiments/pets_unet.py:local`):
 
 import ml_collections
 
-from segjax.training import config_fields
+from segjax.configs import base
 
 
 def get_config(arg=None):
@@ -40,55 +40,30 @@ def get_config(arg=None):
   if arg not in (None, '', 'local', 'tiny'):
     raise ValueError(f'Unknown variant {arg!r} of pets_unet; use "local", '
                      '"tiny" or nothing.')
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+  config = base.get_config()
   config.data_seed = 0
 
-  config.data = ml_collections.ConfigDict()
   config.data.name = 'oxford_iiit_pet'
-  config.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS's.
-  config.data.train_split = 'train'
   config.data.eval_split = 'test'  # The data set has no validation split.
-  config.data.final_eval_splits = ()
-  config.data.ignore_index = 255
-  config.data.shuffle_buffer = 10_000
-  config.data.cache = True
   config.data.augment = ('resize(288, 288)|crop(256, 256)|flip_lr|'
                          'jitter(0.2, 0.2, 0.2, 0.02)')
   config.data.eval_preprocess = 'resize(256, 256)'
 
-  config.model = ml_collections.ConfigDict()
   config.model.name = 'unet'
-  # Compute dtype; 'bfloat16' = mixed precision (params, optimizer state,
-  # losses and metrics stay float32).
-  config.model.dtype = 'float32'
   config.model.features = (32, 64, 128, 256, 512)
   config.model.upsample = 'bilinear'
   config.model.stem_stride = 1
 
   config.loss = ml_collections.ConfigDict({'cross_entropy': 1.0, 'dice': 1.0})
 
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = 'adamw'
   config.optimizer.learning_rate = 1e-3
   config.optimizer.weight_decay = 1e-4
   config.optimizer.grad_clip_norm = 1.0
-  config.schedule = ml_collections.ConfigDict()
-  config.schedule.name = 'cosine'
   config.schedule.warmup_steps = 200
-
-  # Optional trainer fields (EMA, accumulation, model_init, best
-  # checkpoints, memory limit): segjax/training/config_fields.py.
-  config_fields.add_trainer_options(config)
 
   config.batch_size = 32
   config.eval_batch_size = 32
   config.num_train_steps = 10_000
-  config.log_every_steps = 100
-  config.eval_every_steps = 1_000
-  config.checkpoint_every_steps = 1_000
-  config.keep_checkpoints = 3
-  config.num_images_to_save = 4
 
   if arg in ('local', 'tiny'):
     config.data.cache = False

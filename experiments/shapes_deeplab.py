@@ -17,6 +17,8 @@ import pathlib
 
 import ml_collections
 
+from segjax.configs import base
+
 # The sibling experiment, loaded by path so this file works from any folder.
 _spec = importlib.util.spec_from_file_location(
     'shapes_unet', pathlib.Path(__file__).with_name('shapes_unet.py'))
@@ -27,11 +29,8 @@ _spec.loader.exec_module(shapes_unet)
 def get_config(arg=None):
   """The U-Net experiment's data, loss and schedule with DeepLabV3+."""
   config = shapes_unet.get_config(arg)
-  config.model = ml_collections.ConfigDict()
+  config.model = base.get_config().model  # None of the U-Net's fields.
   config.model.name = 'deeplabv3plus'
-  # Compute dtype; 'bfloat16' = mixed precision (params, optimizer state,
-  # losses and metrics stay float32).
-  config.model.dtype = 'float32'
   config.model.backbone = 'resnet18'  # resnet18..resnet152, mobilenet_v2.
   config.model.output_stride = 16
   config.model.separable = False

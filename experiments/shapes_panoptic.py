@@ -21,7 +21,8 @@ Variants (`--config experiments/shapes_panoptic.py:tiny`):
 
 import ml_collections
 
-from segjax.training import config_fields
+from segjax.configs import base
+from segjax.configs import options
 
 
 def get_config(arg=None):
@@ -29,25 +30,14 @@ def get_config(arg=None):
   if arg not in (None, '', 'tiny'):
     raise ValueError(f'Unknown variant {arg!r} of shapes_panoptic; use '
                      '"tiny" or nothing.')
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+  config = base.get_config()
   config.data_seed = 0
 
-  config.data = ml_collections.ConfigDict()
   config.data.name = 'shapes/default'
-  config.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS's.
-  config.data.train_split = 'train'
-  config.data.eval_split = 'validation'
   config.data.final_eval_splits = ('test',)
-  config.data.ignore_index = 255
-  config.data.shuffle_buffer = 10_000
-  config.data.cache = True
   config.data.augment = 'flip_lr'
-  config.data.eval_preprocess = ''
 
-  config.model = ml_collections.ConfigDict()
   config.model.name = 'panoptic_deeplab'
-  config.model.dtype = 'float32'  # 'bfloat16' = mixed precision.
   # Sized for a 2-core CPU (see the docstring): a ResNet-18 of half width
   # and the decoders at a quarter of the paper's widths, with plain 5x5
   # convs (XLA:CPU runs depthwise ones slowly). Step times measured here,
@@ -57,7 +47,7 @@ def get_config(arg=None):
   config.model.backbone = 'resnet18'
   config.model.width = 32
   config.model.output_stride = 16
-  config.model.update(config_fields.panoptic_deeplab_widths('cpu'))
+  config.model.update(options.panoptic_deeplab_widths('cpu'))
   config.model.dropout = 0.1
 
   # Panoptic-DeepLab's loss terms and the paper's weights.
@@ -65,39 +55,31 @@ def get_config(arg=None):
       'semantic_weight': 1.0, 'center_weight': 200.0, 'offset_weight': 0.01,
       'top_k_percent_pixels': 0.2})
 
-  # Targets, post-processing and scoring (config_fields.py). The heads run
-  # at stride 4, so a center Gaussian narrower than ~4 px cannot be drawn
-  # by them: sigma 4 rather than the 1 px that scaling Cityscapes' 8 px to
-  # 128 px images would give. At most 7 shapes per image: top_k 16.
-  config_fields.add_panoptic_options(
+  # Targets, post-processing and scoring (segjax/configs/options.py). The
+  # heads run at stride 4, so a center Gaussian narrower than ~4 px cannot
+  # be drawn by them: sigma 4 rather than the 1 px that scaling Cityscapes'
+  # 8 px to 128 px images would give. At most 7 shapes per image: top_k 16.
+  options.add_panoptic_options(
       config, image_height=128, sigma=4.0, top_k=16, max_instances=32,
       max_dets=100)
 
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = 'adamw'
   config.optimizer.learning_rate = 1e-3
   config.optimizer.weight_decay = 1e-4
   config.optimizer.grad_clip_norm = 1.0
-  config.schedule = ml_collections.ConfigDict()
-  config.schedule.name = 'cosine'
   config.schedule.warmup_steps = 100
 
-  config_fields.add_trainer_options(config)
   config.best_checkpoint_metric = 'validation/pq'
 
   config.batch_size = 8
   config.eval_batch_size = 50
   config.num_train_steps = 2400
-  config.log_every_steps = 100
   config.eval_every_steps = 1200
   config.checkpoint_every_steps = 500
-  config.keep_checkpoints = 3
-  config.num_images_to_save = 4
 
   if arg == 'tiny':
     config.data.name = 'shapes/tiny'
-    config.model.update(config_fields.panoptic_deeplab_widths('tiny'))
-    config_fields.add_panoptic_options(
+    config.model.update(options.panoptic_deeplab_widths('tiny'))
+    options.add_panoptic_options(
         config, image_height=32, sigma=2.0, top_k=8, max_instances=16)
     config.eval_batch_size = 8
     config.num_train_steps = 6

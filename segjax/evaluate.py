@@ -30,8 +30,8 @@ from absl import logging
 
 from segjax.errors import ConfigError
 from segjax.inference import run as run_lib
-from segjax.inference.evaluate import evaluate
-from segjax.inference.evaluate import table
+from segjax.inference.report import evaluate
+from segjax.inference.report import table
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The run to evaluate.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'best',

@@ -4,11 +4,11 @@ against the official definitions, written out here independently."""
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from catalog_mock import mock_catalog
+from segjax.configs import base
 from segjax.data import cityscapes
 from segjax.data import coco_panoptic
 from segjax.data import datasets
@@ -203,9 +203,9 @@ def test_coco_panoptic_runs_in_the_training_stream(tmp_path):
              'panoptic_image': _rgb(np.full((5, 7), 1000)),
              'panoptic_objects': {'id': [1000], 'label': [100],
                                   'is_crowd': [False]}}
-  cfg = ml_collections.ConfigDict({
+  cfg = base.merge(base.get_config().data, {
       'name': 'coco/2017_panoptic', 'data_dir': str(tmp_path),
-      'train_split': 'train', 'augment': 'resize(4, 4)'})
+      'augment': 'resize(4, 4)'})
   with mock_catalog('coco/2017_panoptic', {'train': [example] * 3}, tmp_path):
     batch = next(pipeline.as_numpy(pipeline.train_dataset(cfg, 2, seed=0)))
   assert batch['image'].shape == (2, 4, 4, 3)

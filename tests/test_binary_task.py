@@ -16,7 +16,8 @@ import synthetic_dsb
 from experiments import dsb2018_unet
 from segjax import models
 from segjax.errors import ConfigError
-from segjax.training import binary as binary_lib
+from segjax import tasks
+from segjax.tasks import binary as binary_lib
 from segjax.training import steps as steps_lib
 from segjax.training import train
 
@@ -76,13 +77,17 @@ def test_trainer_stops_on_a_bad_field_before_any_work(tmp_path):
 
 
 def test_task_and_output_channels():
-  assert binary_lib.task(_config()) == 'binary'
-  assert binary_lib.num_outputs(_config(), 2) == 2
-  assert binary_lib.num_outputs(_config(boundary=False), 2) == 1
-  assert binary_lib.task(dsb2018_unet.get_config('tiny')) == 'semantic'
-  assert binary_lib.num_outputs(dsb2018_unet.get_config('tiny'), 2) == 2
-  with pytest.raises(ValueError, match='panoptic model'):
-    models.task_of('panoptic_deeplab', binary=True)
+  spec = types.SimpleNamespace(ignore_index=IGNORE, **vars(DSB_SPEC))
+  assert tasks.task_name(_config()) == 'binary'
+  assert tasks.get_task(_config(), spec).num_outputs() == 2
+  assert tasks.get_task(_config(boundary=False), spec).num_outputs() == 1
+  tiny = dsb2018_unet.get_config('tiny')
+  assert tasks.task_name(tiny) == 'semantic'
+  assert tasks.get_task(tiny, spec).num_outputs() == 2
+  panoptic_model = _config()
+  panoptic_model.model.name = 'panoptic_deeplab'
+  with pytest.raises(ConfigError, match="the 'binary' task needs a model"):
+    tasks.get_task(panoptic_model, spec)
 
 
 def _bce(x, y):
@@ -138,11 +143,12 @@ def test_train_step_pixel_accuracy_thresholds_the_sigmoid():
   variables = state_lib.init_variables(model, (8, 8, 3),
                                        jax.random.PRNGKey(0))
   state = state_lib.from_variables(variables, tx, jax.random.PRNGKey(0))
-  loss_fn = binary_lib.build_loss(
-      {'binary_cross_entropy': 1.0},
-      binary_lib.options(_config(boundary=False), DSB_SPEC), IGNORE)
-  step = steps_lib.make_train_step(model, tx, loss_fn, lambda s: 0.0,
-                                   sigmoid_threshold=0.6)
+  config = _config(boundary=False, threshold=0.6)
+  config.loss = {'binary_cross_entropy': 1.0}
+  task = binary_lib.BinaryTask(
+      config, types.SimpleNamespace(ignore_index=IGNORE, **vars(DSB_SPEC)))
+  step = steps_lib.make_train_step(model, tx, task.loss_fn(), lambda s: 0.0,
+                                   metrics_fn=task.train_metrics)
   _, metrics = jax.jit(step)(state, batch)
   logits, _ = model.apply(variables, model_inputs(batch['image']),
                           train=True, mutable=['batch_stats'])
@@ -196,7 +202,7 @@ def test_binary_recipe_scores_foreground_and_components(dsb, tmp_path):
 
 
 def test_boundary_recipe_trains_both_channels_and_scores_pq(dsb, tmp_path):
-  from segjax.inference import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  from segjax.inference import report as evaluate_lib  # pylint: disable=g-import-not-at-top
   from segjax.inference import run as run_lib  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / 'work'
   _, row, last_train = _run('boundary_tiny', dsb, workdir)
@@ -207,6 +213,11 @@ def test_boundary_recipe_trains_both_channels_and_scores_pq(dsb, tmp_path):
   # The run through segjax.evaluate and load_run.
   report = evaluate_lib.evaluate(workdir, 'latest', 'validation')
   assert report['num_images'] == 3
+  # The trainer scored the same checkpoint with the same loop: the same
+  # integers (confusion matrix, foreground counts, PQ counts, mask AP).
+  for key in ('miou', 'iou', 'dice', 'precision', 'recall', 'pq', 'sq',
+              'rq', 'mask_ap', 'mask_ap50', 'mask_ap75', 'mask_ar'):
+    np.testing.assert_equal(report[key], row[key], err_msg=key)
   for key in ('iou', 'dice', 'precision', 'recall', 'pq', 'mask_ap50'):
     assert 0.0 <= report[key] <= 1.0, (key, report[key])
   assert 'pq' in report['per_class']['nucleus']
@@ -228,8 +239,8 @@ def test_boundary_recipe_trains_both_channels_and_scores_pq(dsb, tmp_path):
   assert not failed
   assert (tmp_path / 'out' / 'cell_panoptic.json').exists()
   # An exported program returns the thresholded foreground.
-  config, model, variables, _ = run_lib.load_run(workdir, 'latest')
-  serve = export_lib.serving_fn(config, model, variables,
-                                run_lib.run_spec(workdir, config), 14, 19)
+  config, model, variables, predict_fn = run_lib.load_run(workdir, 'latest')
+  serve = export_lib.serving_fn(config, model, variables, predict_fn.task,
+                                14, 19)
   labels = np.asarray(serve(image[None]))
   assert labels.shape == (1, 14, 19) and set(np.unique(labels)) <= {0, 1}

@@ -91,8 +91,18 @@ def test_cpu_gradient_has_no_convolution():
   hlo = jax.jit(jax.grad(f, argnums=(0, 1))).lower(
       jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 1, 4))).as_text()
   assert 'convolution' not in hlo
-  assert depthwise.resolve_method('auto') == (
-      'xla' if jax.default_backend() == 'tpu' else 'shifted')
+
+
+@pytest.mark.parametrize('platform,shifted', [
+    ('cpu', True), ('cuda', True), ('rocm', True), ('tpu', False)])
+def test_auto_method_is_chosen_for_the_lowered_platform(platform, shifted):
+  f = jax.grad(lambda x, kernel: jnp.sum(depthwise.depthwise_conv(
+      x, kernel, dilation=2) ** 2), argnums=(0, 1))
+  args = (jax.ShapeDtypeStruct((1, 8, 8, 4), jnp.float32),
+          jax.ShapeDtypeStruct((3, 3, 1, 4), jnp.float32))
+  text = jax.export.export(jax.jit(f), platforms=(platform,))(
+      *args).mlir_module()
+  assert ('stablehlo.convolution' not in text) == shifted
 
 
 def test_bad_kernel_shape_and_method_are_named():
@@ -127,11 +137,11 @@ CONV_CASES = [  # (nn.Conv kwargs, input shape, routed away from lax)
 
 @pytest.mark.parametrize('kwargs,shape,routed', CONV_CASES)
 def test_conv_routing_matches_nn_conv(kwargs, shape, routed):
-  previous = conv.set_impl('segjax')
-  try:
-    x = jax.random.normal(jax.random.PRNGKey(0), shape)
-    ours, theirs = conv.Conv(**kwargs), nn.Conv(**kwargs)
-    variables = theirs.init(jax.random.PRNGKey(1), x)
+  x = jax.random.normal(jax.random.PRNGKey(0), shape)
+  theirs = nn.Conv(**kwargs)
+  variables = theirs.init(jax.random.PRNGKey(1), x)
+  for kernels in ('segjax', 'xla'):
+    ours = conv.Conv(**kwargs, kernels=kernels)
     assert (jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) ==
             jax.tree.map(jnp.shape, variables))
     loss = lambda module: lambda v, x: jnp.sum(
@@ -141,21 +151,22 @@ def test_conv_routing_matches_nn_conv(kwargs, shape, routed):
       jax.tree.map(lambda a, b: np.testing.assert_allclose(
           a, b, rtol=1e-5, atol=1e-5), got, want)
     hlo = jax.jit(ours.apply).lower(variables, x).as_text()
-    assert ('convolution' not in hlo) == routed
-  finally:
-    conv.set_impl(previous)
+    assert ('convolution' not in hlo) == (routed and kernels == 'segjax')
 
 
-@pytest.mark.parametrize('backend,one_by_one,depthwise', [
+def test_bad_kernels_is_named():
+  with pytest.raises(ValueError, match="kernels='fast'"):
+    conv.Conv(4, (1, 1), kernels='fast')
+
+
+@pytest.mark.parametrize('platform,one_by_one,depthwise', [
     ('cpu', True, True),
-    ('gpu', False, True),   # XLA:GPU's Triton GEMM fusion crashed on 1x1s.
-    ('cuda', False, True),
+    ('cuda', False, True),  # XLA:GPU's Triton GEMM fusion crashed on 1x1s.
+    ('rocm', False, True),
     ('tpu', False, False),
 ])
-def test_auto_routes_per_backend(monkeypatch, backend, one_by_one,
-                                 depthwise):
-  monkeypatch.setattr(conv, 'IMPL', 'auto')
-  monkeypatch.setattr(conv.jax, 'default_backend', lambda: backend)
+def test_auto_routes_per_lowered_platform(platform, one_by_one, depthwise):
+  """'auto' lowered for each platform on this machine (jax.export)."""
   cases = {  # kind: (module, input shape)
       'one_by_one': (conv.Conv(8, (1, 1), strides=2), (1, 8, 8, 4)),
       'depthwise': (conv.Conv(4, (3, 3), feature_group_count=4,
@@ -164,7 +175,10 @@ def test_auto_routes_per_backend(monkeypatch, backend, one_by_one,
   for kind, want_routed in (('one_by_one', one_by_one),
                             ('depthwise', depthwise)):
     module, shape = cases[kind]
-    x = jnp.zeros(shape)
+    x = jax.ShapeDtypeStruct(shape, jnp.float32)
     variables = jax.eval_shape(module.init, jax.random.PRNGKey(0), x)
-    jaxpr = str(jax.make_jaxpr(module.apply)(variables, x))
-    assert ('conv_general_dilated' not in jaxpr) == want_routed, kind
+    text = jax.export.export(jax.jit(module.apply), platforms=(platform,))(
+        variables, x).mlir_module()
+    assert ('stablehlo.convolution' not in text) == want_routed, kind
+    assert ('stablehlo.dot_general' in text) == (
+        want_routed and kind == 'one_by_one'), kind

@@ -17,11 +17,10 @@ def dsb_copy(tmp_path_factory):
 
 
 def _data_config(manual_dir, data_dir, **kw):
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  return ml_collections.ConfigDict({
+  from segjax.configs import base  # pylint: disable=g-import-not-at-top
+  return base.merge(base.get_config().data, {
       'name': 'dsb2018', 'data_dir': str(data_dir),
-      'manual_dir': str(manual_dir), 'train_split': 'train',
-      'augment': '', 'eval_preprocess': '', **kw})
+      'manual_dir': str(manual_dir), **kw})
 
 
 def test_mixed_size_eval_pads_each_batch_with_ignored_labels(dsb_copy,

@@ -11,11 +11,10 @@ import pytest
 
 from experiments import shapes_panoptic
 from experiments import shapes_unet
-from segjax.inference import evaluate as evaluate_lib
+from segjax.inference import report as evaluate_lib
 from segjax.inference import export as export_lib
 from segjax.inference import predict as predict_lib
 from segjax.errors import ConfigError
-from segjax.evaluation import modes
 from segjax.inference import run as run_lib
 from segjax.models.inputs import normalize_images
 from segjax.training import train
@@ -71,11 +70,11 @@ def test_predict_fn_equals_the_model_and_keeps_each_size(semantic_run):
   assert config.model.name == 'unet'
   # Mixed sizes in one bucket: one program; each map at its image's size.
   _, _, _, predict_fn = run_lib.load_run(semantic_run, 'latest')
-  before = modes.trace_count
   out = predict_fn([rng.integers(0, 256, (h, w, 3), np.uint8)
                     for h, w in ((30, 40), (64, 17), (100, 100))])
   assert [o.shape for o in out] == [(30, 40), (64, 17), (100, 100)]
-  assert modes.trace_count - before == 1  # All in the 256 x 256 bucket.
+  # All in the 256 x 256 bucket: one program.
+  assert predict_fn.jitted._cache_size() == 1  # pylint: disable=protected-access
   assert predict_fn(rng.integers(0, 256, (2, 20, 24, 3), np.uint8)).shape == (
       2, 20, 24)
 
@@ -89,7 +88,10 @@ def test_evaluate_reproduces_the_trainers_validation_score(semantic_run):
   [trainer] = [r for r in rows if r['split'] == 'validation' and
                r['step'] == 4]
   assert report['num_images'] == trainer['num_examples'] == 24
-  np.testing.assert_allclose(report['miou'], trainer['miou'], rtol=1e-6)
+  # One loop, the same batches: the same integers, so the same floats.
+  assert report['miou'] == trainer['miou']
+  for name, row in report['per_class'].items():
+    np.testing.assert_equal(row['iou'], trainer[f'iou/{name}'])
   for suffix in ('.json', '_confusion.png', '_iou.png'):
     assert (semantic_run / 'eval' / f'validation_step4{suffix}').exists()
   tta = evaluate_lib.evaluate(
@@ -106,6 +108,19 @@ def test_panoptic_run_predicts_and_scores_instances(panoptic_run):
   assert out['panoptic'].shape == out['labels'].shape == (40, 36)
   report = evaluate_lib.evaluate(panoptic_run, 'latest', 'validation')
   assert {'pq', 'pq_things', 'mask_ap', 'mask_ap50'} <= set(report)
+  # The trainer's last validation pass scored the same checkpoint with the
+  # same loop: the same PQ counts, confusion matrix and mask AP.
+  rows = [json.loads(r) for r in
+          (panoptic_run / 'metrics.jsonl').read_text().splitlines()]
+  step = run_lib.saved_steps(panoptic_run)[-1]
+  [trainer] = [r for r in rows if r['split'] == 'validation' and
+               r['step'] == step]
+  for key in ('miou', 'pq', 'sq', 'rq', 'pq_things', 'pq_stuff', 'mask_ap',
+              'mask_ap50', 'mask_ap75', 'mask_ar'):
+    np.testing.assert_equal(report[key], trainer[key], err_msg=key)
+  for name, row in report['per_class'].items():
+    np.testing.assert_equal(row['iou'], trainer[f'iou/{name}'])
+    np.testing.assert_equal(row['pq'], trainer[f'pq/{name}'])
 
 
 def test_predict_writes_every_readable_image_and_reports_the_rest(

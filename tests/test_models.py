@@ -54,7 +54,7 @@ def test_every_experiment_config_resolves():
   import importlib.util  # pylint: disable=g-import-not-at-top
   import pathlib  # pylint: disable=g-import-not-at-top
   from segjax.data import datasets  # pylint: disable=g-import-not-at-top
-  from segjax.training import panoptic  # pylint: disable=g-import-not-at-top
+  from segjax.tasks import panoptic  # pylint: disable=g-import-not-at-top
   folder = pathlib.Path(__file__).parents[1] / 'experiments'
   paths = [p for p in sorted(folder.glob('*.py'))
            if not p.name.startswith('_')]
@@ -69,7 +69,7 @@ def test_every_experiment_config_resolves():
       config = module.get_config(arg)
       spec = datasets.get_spec(config.data.name)
       models.build_model(config.model, spec.num_classes)
-      if models.task_of(config.model.name) == 'panoptic':
+      if models.outputs_of(config.model.name) == 'panoptic_heads':
         panoptic.options(config, spec)  # Raises on inconsistent fields.
 
 

@@ -15,7 +15,7 @@ from segjax import models
 from segjax.data import datasets
 from segjax.data import pipeline
 from segjax.imaging import visualize
-from segjax.training import panoptic as panoptic_lib
+from segjax.tasks import panoptic as panoptic_lib
 from segjax.training import train
 
 THINGS = (2, 3, 4)  # shapes: circle, triangle, rectangle.
@@ -38,8 +38,8 @@ def test_model_returns_the_three_heads_at_input_size():
       7, 7, 3, 16)
   assert variables['params']['backbone']['layer4_0']['conv1'][
       'kernel'].shape[-1] == 128
-  assert models.task_of('panoptic_deeplab') == 'panoptic'
-  assert models.task_of('deeplabv3plus') == 'semantic'
+  assert models.outputs_of('panoptic_deeplab') == 'panoptic_heads'
+  assert models.outputs_of('deeplabv3plus') == 'logits'
 
 
 def _numpy_loss(out, batch, top_k, weights):
@@ -117,7 +117,7 @@ def test_training_stream_carries_consistent_targets(tfds_dir):
                 small_instance_area=20, small_instance_weight=3.0,
                 ignore_index=255)
   batch = next(pipeline.as_numpy(pipeline.train_dataset(
-      data, 4, seed=0, panoptic_targets=kwargs)))
+      data, 4, seed=0, targets={'panoptic': kwargs})))
   assert batch['center_offsets'].shape == (4, 24, 28, 2)
   labels = batch['labels']
   things = np.isin(labels, spec.thing_classes)

@@ -129,7 +129,11 @@ def test_fifty_steps_reproduce_the_pinned_parameters_and_scores(
     return
   want = pins[fingerprint][name]
   assert got['step'] == want['step']
-  # json.loads gives new NaN objects, which == does not match.
-  assert json.dumps(got['scores'], sort_keys=True) == json.dumps(
+  # Every pinned score, to the bit (scores added later may join them).
+  # json.dumps, since json.loads gives new NaN objects, which == rejects.
+  kept = {split: {k: got['scores'].get(split, {}).get(k, 'missing')
+                  for k in scores}
+          for split, scores in want['scores'].items()}
+  assert json.dumps(kept, sort_keys=True) == json.dumps(
       want['scores'], sort_keys=True)
   assert got['params_sha256'] == want['params_sha256']

@@ -1,16 +1,16 @@
 """tf.data pipelines: deterministic resumable training stream, exact eval."""
 
-import ml_collections
 import numpy as np
 import pytest
 
+from segjax.configs import base
 from segjax.data import pipeline
 
 
 def _data_config(tfds_dir):
-  return ml_collections.ConfigDict({
-      'name': 'shapes/tiny', 'data_dir': tfds_dir, 'train_split': 'train',
-      'shuffle_buffer': 64, 'cache': True, 'augment': 'flip_lr'})
+  return base.merge(base.get_config().data, {
+      'name': 'shapes/tiny', 'data_dir': tfds_dir, 'shuffle_buffer': 64,
+      'augment': 'flip_lr'})
 
 
 def _batches(ds, n):

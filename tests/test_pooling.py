@@ -41,18 +41,33 @@ def _reference(x, g, window, strides, padding):
     ((1, 6, 7, 2), (3, 2), (1, 2), ((2, 0), (0, 1))),  # Asymmetric.
 ])
 @pytest.mark.parametrize('ties', [False, True])
-def test_matches_loop(shape, window, strides, padding, ties):
+@pytest.mark.parametrize('kernels', ['segjax', 'xla'])
+def test_matches_loop(shape, window, strides, padding, ties, kernels):
   rng = np.random.default_rng(0)
   x = rng.normal(size=shape).astype(np.float32)
   if ties:  # ReLU'd integers: most windows hold several equal maxima.
     x = np.maximum(np.round(x), 0).astype(np.float32)
-  out = jax.jit(lambda v: max_pool(v, window, strides, padding))(x)
+  pool = lambda v: max_pool(v, window, strides, padding, kernels)
+  out = jax.jit(pool)(x)
   g = rng.normal(size=out.shape).astype(np.float32)
   want, want_dx = _reference(x, g, window, strides, padding)
-  dx = jax.jit(jax.grad(
-      lambda v: jnp.sum(max_pool(v, window, strides, padding) * g)))(x)
+  dx = jax.jit(jax.grad(lambda v: jnp.sum(pool(v) * g)))(x)
   np.testing.assert_array_equal(np.asarray(out, np.float64), want)
   np.testing.assert_allclose(np.asarray(dx, np.float64), want_dx, atol=1e-6)
+
+
+@pytest.mark.parametrize('platform,segjax_form', [
+    ('cpu', True), ('cuda', False), ('rocm', False), ('tpu', False)])
+def test_auto_is_chosen_for_the_lowered_platform(platform, segjax_form):
+  """The gradient's select-and-scatter is XLA's form: timed on CPUs only,
+  segjax's form replaces it there."""
+  x = jax.ShapeDtypeStruct((2, 16, 16, 8), jnp.float32)
+  f = jax.grad(lambda v: jnp.sum(max_pool(
+      v, (3, 3), (2, 2), ((1, 1), (1, 1))) ** 2))
+  text = jax.export.export(jax.jit(f), platforms=(platform,))(
+      x).mlir_module()
+  assert ('stablehlo.select_and_scatter' not in text) == segjax_form
+  assert ('stablehlo.reduce_window' not in text) == segjax_form
 
 
 def test_bfloat16_values_and_dtype():
@@ -82,3 +97,6 @@ def test_gradient_has_no_select_and_scatter():
 def test_bad_input_is_named(x, padding, match):
   with pytest.raises(ValueError, match=match):
     max_pool(x, (2, 2), (2, 2), padding)
+  with pytest.raises(ValueError, match="kernels='fast'"):
+    max_pool(jnp.zeros((1, 4, 4, 1)), (2, 2), (2, 2), ((0, 0), (0, 0)),
+             'fast')

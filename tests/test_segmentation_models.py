@@ -92,8 +92,9 @@ def test_models_learn_a_shapes_batch(tfds_dir, name, kwargs):
   from segjax.parallel import sharding  # pylint: disable=g-import-not-at-top
   from segjax.training import state as state_lib  # pylint: disable=g-import-not-at-top
   from segjax.training import steps  # pylint: disable=g-import-not-at-top
-  data = ml_collections.ConfigDict({'name': 'shapes/tiny', 'data_dir': tfds_dir,
-                                    'train_split': 'train'})
+  from segjax.configs import base  # pylint: disable=g-import-not-at-top
+  data = base.merge(base.get_config().data,
+                    {'name': 'shapes/tiny', 'data_dir': tfds_dir})
   batch = next(pipeline.as_numpy(pipeline.train_dataset(data, 8, seed=0)))
   model = models.build(name, num_classes=5, **kwargs)
   config = ml_collections.ConfigDict({

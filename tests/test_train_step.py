@@ -1,6 +1,7 @@
 """The sharded train and eval steps (8 fake CPU devices, see conftest)."""
 
 import functools
+import types
 
 import jax
 import ml_collections
@@ -74,12 +75,17 @@ def test_eval_step_counts_only_real_examples_of_a_padded_batch():
       model, tx, (16, 16, 3), jax.random.PRNGKey(1), mesh)
   batch = _batch(3)
   batch['mask'] = np.array([True] * 5 + [False] * 3)
-  eval_step = jax.jit(steps.make_eval_step(model, NUM_CLASSES, 255),
-                      in_shardings=(shardings.variables(),
-                                    sharding.batch_sharding(mesh)))
-  stats, predictions = eval_step(state.variables(),
-                                 sharding.to_global_array(batch, mesh))
-  predictions = np.asarray(predictions)
+  from segjax.evaluation import loop  # pylint: disable=g-import-not-at-top
+  from segjax.tasks import semantic  # pylint: disable=g-import-not-at-top
+  spec = types.SimpleNamespace(num_classes=NUM_CLASSES, ignore_index=255,
+                               class_names=[str(c) for c in
+                                            range(NUM_CLASSES)])
+  task = semantic.SemanticTask(ml_collections.ConfigDict(), spec)
+  evaluator = loop.Evaluator(task, *loop.make_forward(model, task), mesh,
+                             shardings.variables())
+  stats, predictions = evaluator._step(  # pylint: disable=protected-access
+      state.variables(), sharding.to_global_array(batch, mesh))
+  predictions = np.asarray(predictions['labels'])
   assert predictions.shape == (8, 16, 16)
   expected = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
   for i in range(5):

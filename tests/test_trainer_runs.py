@@ -124,9 +124,8 @@ def test_model_init_starts_from_another_runs_parameters(tfds_dir, tmp_path):
   second = tmp_path / 'second'
   # A learning rate of 0 keeps the parameters where model_init put them.
   config = _config(tfds_dir, num_train_steps=2, **{
-      'optimizer.learning_rate': 0.0,
-      'model_init': {'path': str(first), 'source': 'segjax',
-                     'exclude': ('Conv_1/.*',)}})
+      'optimizer.learning_rate': 0.0, 'model_init.path': str(first),
+      'model_init.exclude': ('Conv_1/.*',)})
   train.train_and_evaluate(config, second)
   loaded = flax.traverse_util.flatten_dict(_saved_params(second, 2))
   for path, value in flax.traverse_util.flatten_dict(source).items():
@@ -136,7 +135,6 @@ def test_model_init_starts_from_another_runs_parameters(tfds_dir, tmp_path):
 
 def test_model_init_pointing_at_nothing_is_a_clear_error(tfds_dir, tmp_path):
   (tmp_path / 'empty').mkdir()
-  config = _config(tfds_dir, model_init={'path': str(tmp_path / 'empty'),
-                                         'source': 'segjax'})
+  config = _config(tfds_dir, **{'model_init.path': str(tmp_path / 'empty')})
   with pytest.raises(ValueError, match='holds no segjax checkpoint'):
     train.train_and_evaluate(config, tmp_path / 'work')

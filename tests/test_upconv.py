@@ -62,36 +62,55 @@ def test_matches_loop_values_and_gradients(hw, size, skip_channels):
       return jnp.sum(fn(x, skip, kernel, size) * g)
     return jax.grad(f, argnums=tuple(range(len(args))))
 
-  for got, want in zip(loss(upsample_concat_conv)(*args),
-                       loss(_plain)(*args)):
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+  for kernels in ('segjax', 'xla'):
+    sub_pixel = lambda x, skip, kernel, size: upsample_concat_conv(
+        x, skip, kernel, size, kernels)
+    for got, want in zip(loss(sub_pixel)(*args), loss(_plain)(*args)):
+      np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
 
 
-def test_resnet_unet_keeps_its_parameters_and_output(monkeypatch):
+@pytest.mark.parametrize('platform,convolutions', [
+    ('cpu', 5), ('cuda', 1), ('rocm', 1), ('tpu', 1)])
+def test_auto_is_chosen_for_the_lowered_platform(platform, convolutions):
+  """Sub-pixel (four 2x2 convs and the skip's 3x3) on CPUs only."""
+  args = (jax.ShapeDtypeStruct((1, 4, 5, 4), jnp.float32),
+          jax.ShapeDtypeStruct((1, 8, 10, 3), jnp.float32),
+          jax.ShapeDtypeStruct((3, 3, 7, 5), jnp.float32))
+  f = lambda x, skip, kernel: upsample_concat_conv(x, skip, kernel, (8, 10))
+  text = jax.export.export(jax.jit(f), platforms=(platform,))(
+      *args).mlir_module()
+  assert text.count('stablehlo.convolution') == convolutions
+
+
+def test_resnet_unet_keeps_its_parameters_and_output():
   """Same parameter tree as ConvBNReLU; logits and gradients as the
-  decoder written out (upsample, concatenate, 3x3 conv)."""
-  from segjax.models import upconv  # pylint: disable=g-import-not-at-top
-  model = models.build('resnet_unet', num_classes=3, backbone='resnet18',
-                       decoder_features=(8, 8, 8, 8, 8))
+  decoder written out (upsample, concatenate, 3x3 conv: kernels='xla')."""
   images = jnp.asarray(np.random.default_rng(1).normal(size=(2, 64, 96, 3)),
                        jnp.float32)
-  variables = model.init(jax.random.PRNGKey(0), images)
+
+  def build(kernels):
+    return models.build('resnet_unet', num_classes=3, backbone='resnet18',
+                        decoder_features=(8, 8, 8, 8, 8), kernels=kernels)
+
+  variables = build('auto').init(jax.random.PRNGKey(0), images)
   block = variables['params']['decoder3_conv1']
   assert set(block) == {'conv', 'bn'} and set(block['conv']) == {'kernel'}
   assert block['conv']['kernel'].shape == (3, 3, 8 + 64, 8)
+  assert (jax.tree.map(jnp.shape, variables) == jax.tree.map(
+      jnp.shape, jax.eval_shape(build('xla').init, jax.random.PRNGKey(0),
+                                images)))
 
-  def logits_and_grad():
+  def logits_and_grad(model):
     def loss(params):
       out, _ = model.apply({**variables, 'params': params}, images,
                            train=True, mutable=['batch_stats'])
       return jnp.sum(out ** 2), out
-    (_, out), grad = jax.value_and_grad(loss, has_aux=True)(
+    (_, out), grad = jax.jit(jax.value_and_grad(loss, has_aux=True))(
         variables['params'])
     return out, grad
 
-  got, got_grad = logits_and_grad()
-  monkeypatch.setattr(upconv, 'upsample_concat_conv', _plain)
-  want, want_grad = logits_and_grad()
+  got, got_grad = logits_and_grad(build('segjax'))
+  want, want_grad = logits_and_grad(build('xla'))
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
   for a, b in zip(jax.tree.leaves(got_grad), jax.tree.leaves(want_grad)):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * np.abs(b).max())

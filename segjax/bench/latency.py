@@ -22,6 +22,7 @@ import numpy as np
 
 from segjax import sweeps
 from segjax.bench import peer
+from segjax import tasks
 from segjax.inference.export import serving_fn
 from segjax.inference import run as run_lib
 from segjax.training import state as state_lib
@@ -37,12 +38,13 @@ def measure(config, height, width, repeats, spec=None, exported=True):
     from segjax.data import datasets  # pylint: disable=g-import-not-at-top
     spec = datasets.get_spec(config.data.name)
     spec = run_lib.RunSpec(tuple(spec.class_names),
-                           tuple(spec.thing_classes))
-  model = run_lib.build(config, spec)
+                           tuple(spec.thing_classes), spec.ignore_index)
+  task = tasks.get_task(config, spec)
+  model = run_lib.build(config, task)
   size = run_lib.eval_size(config) or (height, width)
   variables = jax.jit(lambda: state_lib.init_variables(
       model, size + (3,), jax.random.PRNGKey(0)))()
-  serve = jax.jit(serving_fn(config, model, variables, spec, height, width))
+  serve = jax.jit(serving_fn(config, model, variables, task, height, width))
   image = jnp.asarray(np.random.default_rng(0).integers(
       0, 256, (1, height, width, 3), np.uint8))
   start = time.perf_counter()

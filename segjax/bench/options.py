@@ -9,10 +9,10 @@ variants' so that a shared machine's drift hits all; each run's figure is
 the median of --steps steps after a warm-up one), every run's figure, and
 the ratio to the default's, measured in this one command. The variants:
 
-  default            segjax as shipped (segjax.models.conv routing on CPU,
+  default            segjax as shipped (kernels='auto': segjax.kernels,
                      one XLA:CPU device per core: training/cpu_devices.py)
   one_device         --cpu-devices 1: the whole batch on one CPU device
-  lax_convs          --conv xla: every conv through lax.conv_general_dilated
+  lax_convs          --conv xla: XLA's own ops (convs, max-pool, decoder)
   lax_convs_1_device both of the above: segjax before issue 14
   onednn             XLA_FLAGS=--xla_cpu_use_onednn=true
   onednn_custom_call XLA_FLAGS=--xla_cpu_experimental_onednn_custom_call=true

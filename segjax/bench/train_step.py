@@ -29,15 +29,15 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 from segjax import losses
 from segjax import models
 from segjax.bench import models as bench_models
+from segjax import kernels as kernels_lib
 from segjax.bench import peer
-from segjax.models import conv
+from segjax.configs import base
 from segjax.training import cpu_devices
 from segjax.training import monitoring
 from segjax.parallel import sharding
@@ -70,9 +70,9 @@ class Workload:
   """The compiled train step of one benchmark workload and its inputs."""
 
   def __init__(self, model_name, backbone, output_stride, batch, height,
-               width, classes, dtype):
+               width, classes, dtype, kernels='auto'):
     kwargs = {'backbone': backbone, 'output_stride': output_stride,
-              'dtype': jnp.dtype(dtype)}
+              'dtype': jnp.dtype(dtype), 'kernels': kernels}
     if model_name == 'deeplabv3plus':
       kwargs['separable'] = True  # SMP's DeepLabV3Plus layout.
     if model_name not in models.MODELS:
@@ -119,17 +119,17 @@ class Workload:
 
 
 def measure(model_name, backbone, output_stride, batch, height, width,
-            classes, dtype, steps):
+            classes, dtype, kernels, steps):
   """The JSON fields above for one workload."""
   work = Workload(model_name, backbone, output_stride, batch, height, width,
-                  classes, dtype)
+                  classes, dtype, kernels)
   seconds = peer.median_time(work.run, steps)
   flops = monitoring.flops_of(work.compiled, work.devices)
   return {
       'model': model_name, 'backbone': backbone,
       'output_stride': output_stride, 'batch': batch, 'height': height,
       'width': width,
-      'classes': classes, 'dtype': dtype, 'conv': conv.IMPL,
+      'classes': classes, 'dtype': dtype, 'conv': kernels,
       'device': jax.devices()[0].device_kind, 'jax': jax.__version__,
       'compile_s': work.compile_s, 'devices': work.devices,
       'params': state_lib.count_params(work.state.params),
@@ -155,25 +155,26 @@ def add_workload_args(parser):
   parser.add_argument('--width', type=int, default=None)
   parser.add_argument('--classes', type=int, default=11)
   parser.add_argument('--dtype', default='float32')
-  parser.add_argument('--conv', default='auto', choices=conv.IMPLS,
-                      help='segjax.models.conv.IMPL: where 1x1 and '
-                      'depthwise convs use segjax\'s formulations (auto: '
-                      'both on CPUs, depthwise on GPUs).')
+  parser.add_argument('--conv', default='auto', choices=kernels_lib.KERNELS,
+                      help='The model\'s `kernels` (segjax.kernels): where '
+                      'convs and pools use segjax\'s formulations (auto: '
+                      'per platform, e.g. depthwise convs on GPUs).')
   parser.add_argument('--cpu-devices', type=int, default=-1,
                       help='XLA:CPU devices, as config.cpu_devices: -1 = '
                       'one per core dividing the batch.')
 
 
 def workload_args(args):
-  """(model, backbone, output_stride, batch, height, width, classes, dtype)
-  from the parsed flags; sets segjax.models.conv.IMPL from --conv and the
-  CPU device count from --cpu-devices (before JAX starts its backends)."""
-  conv.set_impl(args.conv)
-  cpu_devices.configure(ml_collections.ConfigDict(
-      {'batch_size': args.batch, 'cpu_devices': args.cpu_devices}))
+  """(model, backbone, output_stride, batch, height, width, classes, dtype,
+  kernels) from the parsed flags (kernels: --conv, the model's `kernels`);
+  sets the CPU device count from --cpu-devices (before JAX starts its
+  backends)."""
+  config = base.get_config()
+  config.batch_size, config.cpu_devices = args.batch, args.cpu_devices
+  cpu_devices.configure(config)
   return (args.model, args.backbone, args.output_stride, args.batch,
           args.height or args.size, args.width or args.size, args.classes,
-          args.dtype)
+          args.dtype, args.conv)
 
 
 def main(argv):

@@ -63,6 +63,9 @@ class DatasetSpec:
   prepare: Optional[str] = None
   # The TFDS data set to read when it is not the segjax name itself.
   tfds_name: Optional[str] = None
+  # The label of void pixels (never a class; losses and metrics skip it,
+  # augmentation pads labels with it).
+  ignore_index: int = 255
 
   @property
   def num_classes(self):
@@ -246,6 +249,6 @@ def get_builder(name, data_dir: Optional[str] = None, prepare=True,
 
 def builder_for(data_config, prepare=True):
   """`get_builder` with the fields of `config.data`."""
-  return get_builder(data_config.name, data_config.get('data_dir'),
+  return get_builder(data_config.name, data_config.data_dir,
                      prepare=prepare,
-                     manual_dir=data_config.get('manual_dir'))
+                     manual_dir=data_config.manual_dir)

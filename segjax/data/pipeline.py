@@ -21,10 +21,9 @@ import math
 import numpy as np
 
 from segjax.data import augment
-from segjax.data import boundary_targets as boundary_lib
 from segjax.data import buckets as buckets_lib
 from segjax.data import datasets
-from segjax.data import panoptic_targets as targets_lib
+from segjax.data import targets as targets_lib
 from segjax.data.tf_host import tf
 from segjax.errors import ConfigError
 import tensorflow_datasets as tfds  # pylint: disable=g-bad-import-order
@@ -78,7 +77,7 @@ def stream_position(step, global_batch_size, examples_per_epoch):
 
 def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
                   start_position=None, process_index=0, process_count=1,
-                  panoptic_targets=None, boundary_width=None):
+                  targets=None):
   """This process's part of the training stream, an infinite tf.data.Dataset.
 
   The global stream is a pure function of (seed, epoch, example index), the
@@ -107,21 +106,16 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
     start_position: (epoch, index) to start at instead, e.g. a checkpoint's
       saved position when the batch size changed since.
     process_index, process_count: this process's place among the hosts.
-    panoptic_targets: None, or keyword arguments of
-      `segjax.data.panoptic_targets.panoptic_targets` (thing_classes, sigma,
-      small_instance_area, ...): Panoptic-DeepLab's targets are then made
-      from each augmented example's instance map.
-    boundary_width: None, or the `width` of
-      `segjax.data.boundary_targets.boundary_targets`: instance-boundary
-      labels are then made from each augmented example's instance map.
+    targets: {name: kwargs} of `segjax.data.targets` makers (a task's
+      `train_targets()`), applied to each augmented example's label and
+      instance maps, e.g. Panoptic-DeepLab's heatmaps or boundary labels.
 
   Returns:
     A tf.data.Dataset of dicts of local batches: 'image' [b, H, W, 3] uint8
     (float32 if the spec ends in `normalize`), 'labels' [b, H, W] int32
-    (255 = ignore), and with `panoptic_targets` also 'center_heatmap',
-    'center_weights', 'offset_weights', 'semantic_weights' [b, H, W] and
-    'center_offsets' [b, H, W, 2], float32, and with `boundary_width`
-    'boundaries' [b, H, W] int32 (1 / 0 / 255). H and W are static when the
+    (the spec's ignore value on void), and the fields of `targets` (e.g.
+    'center_heatmap' [b, H, W] float32, 'boundaries' [b, H, W] int32).
+    H and W are static when the
     augmentation ends in a fixed size (e.g. `crop(h, w)`).
   """
   spec = datasets.get_spec(data_config.name)
@@ -129,22 +123,23 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
   local_batch = _local_batch_size(global_batch_size, process_count)
   base = _read(builder, data_config.train_split, spec)
   prepare = augment.build_deterministic(
-      data_config.get('train_preprocess'), 'config.data.train_preprocess')
+      data_config.train_preprocess, 'config.data.train_preprocess')
   if prepare is not None:
     base = base.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-  if data_config.get('cache', True):
+  if data_config.cache:
     base = base.cache()  # Decoded (and prepared) once, in memory.
   num_examples = builder.info.splits[data_config.train_split].num_examples
-  buffer = min(data_config.get('shuffle_buffer', 10_000), num_examples)
+  buffer = min(data_config.shuffle_buffer, num_examples)
   start_epoch, start_index = start_position or stream_position(
       start_step, global_batch_size, num_examples)
   first = start_epoch * num_examples + start_index  # Global row 0.
-  transform = augment.build(data_config.get('augment'))
-  need_instances = (panoptic_targets is not None or
-                    boundary_width is not None)
+  transform = augment.build(data_config.augment)
+  targets_lib.check(targets)
+  need_instances = bool(targets)
   if need_instances and 'instances' not in base.element_spec:
     raise ConfigError(f'{data_config.name!r} has no instance maps, which '
-                      'panoptic and boundary targets are made from.')
+                      f'the training targets {sorted(targets)} are made '
+                      'from.')
 
   @tf.autograph.experimental.do_not_convert
   def epoch_stream(epoch):
@@ -169,14 +164,10 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
     example = transform(example, _key(seed, epoch, index))
     out = {'image': example['image'],
            'labels': tf.cast(example['labels'], tf.int32)}
-    if panoptic_targets is not None:
-      # From the augmented maps: centers of the instances' visible parts.
-      out.update(targets_lib.panoptic_targets(
-          out['labels'], example['instances'], **panoptic_targets))
-    if boundary_width is not None:
-      out['boundaries'] = boundary_lib.boundary_targets(
-          out['labels'], example['instances'], width=boundary_width,
-          ignore_index=data_config.get('ignore_index', datasets.IGNORE_INDEX))
+    if targets:
+      # From the augmented maps (e.g. centers of the visible parts).
+      out.update(targets_lib.make(targets, out['labels'],
+                                  example['instances']))
     return out
 
   ds = tf.data.Dataset.range(start_epoch, _FOREVER).flat_map(epoch_stream)
@@ -189,7 +180,8 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
 
 
 def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
-                 process_count=1, with_instances=False):
+                 process_count=1, with_instances=False, preprocess=None,
+                 buckets=True):
   """One pass over `split`, padded so every example is seen exactly once.
 
   Examples go through `config.data.eval_preprocess` (deterministic ops such
@@ -208,6 +200,10 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
   Args:
     with_instances: also yield 'instances' [b, H, W] int32 (0 = none), for
       panoptic and instance scores.
+    preprocess: the deterministic ops to apply instead of
+      `config.data.eval_preprocess` ('' for none: full resolution).
+    buckets: pad mixed sizes to size buckets (else batch them as they are:
+      with a batch of 1, each example keeps its own size).
 
   Returns:
     (num_batches, dataset) where dataset yields local batches with 'image'
@@ -226,7 +222,9 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
   local_split = tfds.split_for_jax_process(
       split, process_index=process_index, process_count=process_count,
       drop_remainder=False)
-  transform = augment.build(data_config.get('eval_preprocess'))
+  if preprocess is None:
+    preprocess = data_config.eval_preprocess
+  transform = augment.build(preprocess)
 
   @tf.autograph.experimental.do_not_convert
   def keep(example):
@@ -250,12 +248,13 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
       keep, num_parallel_calls=tf.data.AUTOTUNE)
   if process_count > 1 and not ds.element_spec['image'].shape.is_fully_defined():
     raise ConfigError(
-        f'config.data.eval_preprocess={data_config.get("eval_preprocess")!r}'
+        f'config.data.eval_preprocess={preprocess!r}'
         f' leaves {data_config.name!r} images without one fixed size, which '
         'evaluation over several processes needs; end it with pad(h, w) or '
         'resize(h, w).')
-  if not ds.element_spec['image'].shape.is_fully_defined():
-    ds = ds.map(_pad_to_bucket, num_parallel_calls=tf.data.AUTOTUNE)
+  if buckets and not ds.element_spec['image'].shape.is_fully_defined():
+    ds = ds.map(lambda x: _pad_to_bucket(x, spec.ignore_index),
+                num_parallel_calls=tf.data.AUTOTUNE)
   if ds.element_spec['image'].shape.is_fully_defined():
     padding = tf.data.Dataset.from_tensors(tf.nest.map_structure(
         lambda t: tf.zeros(t.shape, t.dtype), ds.element_spec))
@@ -263,7 +262,7 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
     padding = ds.take(1).map(blank)
   padding_values = {
       'image': tf.zeros([], ds.element_spec['image'].dtype),
-      'labels': tf.constant(datasets.IGNORE_INDEX, tf.int32),
+      'labels': tf.constant(spec.ignore_index, tf.int32),
       'mask': tf.constant(False)}
   if with_instances:
     padding_values['instances'] = tf.constant(0, tf.int32)
@@ -274,7 +273,7 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
 
 
 @tf.autograph.experimental.do_not_convert
-def _pad_to_bucket(example):
+def _pad_to_bucket(example, ignore_index):
   """Pads an example's maps at the bottom / right to its size bucket.
 
   Each side goes up to the smallest of `buckets.BUCKETS` that holds it (past
@@ -294,7 +293,7 @@ def _pad_to_bucket(example):
   shape = tf.shape(example['labels'])
   pad_h = side(shape[0]) - shape[0]
   pad_w = side(shape[1]) - shape[1]
-  fill = {'labels': datasets.IGNORE_INDEX, 'instances': 0, 'image': 0}
+  fill = {'labels': ignore_index, 'instances': 0, 'image': 0}
   out = dict(example)
   for key, value in fill.items():
     if key in example:

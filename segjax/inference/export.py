@@ -3,9 +3,12 @@
 `serving_fn` is what `python -m segjax.export` (segjax/export.py: the file
 format and how to reload it) serialises and `python -m segjax.bench latency`
 times: normalisation, the run's evaluation resize and back, the inference
-mode of `config.inference`, then argmax (or panoptic post-processing; a
-binary run's thresholded foreground: its instance post-processing runs on
-the host, outside the exported program).
+mode of `config.inference` (`segjax.evaluation.loop.make_forward`, the
+function evaluation scores), then the task's post-processing and serving
+outputs (`Task.export_outputs`: label maps, or a panoptic run's dict; a
+binary run's instance post-processing runs on the host, outside the
+exported program). Kernel formulations are chosen per platform when the
+program is lowered, so an export for a platform holds that platform's.
 """
 
 from etils import epath
@@ -13,50 +16,24 @@ import jax
 import jax.numpy as jnp
 
 from segjax.errors import ConfigError
-from segjax.evaluation import modes
 from segjax.inference import run as run_lib
-from segjax.models.inputs import normalize_images
-from segjax.training import binary as binary_lib
 
 
-def serving_fn(config, model, variables, spec, height, width,
+def serving_fn(config, model, variables, task, height, width,
                **inference_overrides):
-  """`serve(images)` for one input size: uint8 [B, H, W, 3] -> labels.
+  """`serve(images)` for one input size: uint8 [B, H, W, 3] -> outputs.
 
   Shapes are fixed, so no bucket padding: the model sees the image (or its
-  evaluation-size resize) itself. Labels are [B, H, W] int32: argmax
-  classes, or a binary run's foreground (probability >= its threshold);
-  a panoptic run returns `run.panoptic_predictions`' dict.
+  evaluation-size resize) itself.
   """
-  options = run_lib.inference_options(config, **inference_overrides)
-  resize_to = run_lib.eval_size(config)
-  size = resize_to or (height, width)
+  forward, activated, _, _ = run_lib.forward_of(config, model, task,
+                                                **inference_overrides)
+  del height, width  # The traced input's shape is the only one served.
 
-  task = binary_lib.task(config)
-  if task != 'panoptic':
-    binary = binary_lib.options(config, spec) if task == 'binary' else None
-    probs_fn = modes.make_predict_fn(
-        lambda v, x: model.apply(v, x, train=False),
-        binary_lib.num_outputs(config, spec.num_classes),
-        mode=options['mode'], window=options['window'],
-        stride=options['stride'], scales=tuple(options['scales']),
-        flip=bool(options['flip']),
-        activation='softmax' if binary is None else 'sigmoid')
-
-    def serve(images):
-      x = run_lib.resize(normalize_images(images), size)
-      mask = jnp.ones(x.shape[:3], bool)
-      probs = run_lib.resize(probs_fn(variables, x, mask), (height, width))
-      if binary is not None:
-        return (probs[..., 0] >= binary['threshold']).astype(jnp.int32)
-      return jnp.argmax(probs, -1).astype(jnp.int32)
-    return serve
-
-  def serve_panoptic(images):
-    x = run_lib.resize(normalize_images(images), size)
-    out = model.apply(variables, x, train=False)
-    return run_lib.panoptic_predictions(out, (height, width), config, spec)
-  return serve_panoptic
+  def serve(images):
+    return task.export_outputs(task.predict(
+        forward(variables, images, None), activated))
+  return serve
 
 
 def export(workdir, output, *, height, width, batch=1, checkpoint='best',
@@ -65,12 +42,10 @@ def export(workdir, output, *, height, width, batch=1, checkpoint='best',
   if min(height or 0, width or 0, batch or 0) < 1:
     raise ConfigError(f'height={height}, width={width}, batch={batch}: all '
                       'must be positive.')
-  config = run_lib.load_config(workdir, overrides)
-  spec = run_lib.run_spec(workdir, config)
-  model = run_lib.build(config, spec)
+  config, task, model = run_lib.load_model(workdir, overrides)
   step = run_lib.resolve_step(workdir, config, checkpoint)
   variables = run_lib.load_variables(workdir, step, ema=ema)
-  serve = serving_fn(config, model, variables, spec, height, width)
+  serve = serving_fn(config, model, variables, task, height, width)
   exported = jax.export.export(
       jax.jit(serve), platforms=tuple(platforms) if platforms else None)(
           jax.ShapeDtypeStruct((batch, height, width, 3), jnp.uint8))

@@ -24,13 +24,10 @@ def _stems(paths):
 def predict(workdir, inputs, output, checkpoint='best', ema=False,
             overrides=(), max_pixels=64_000_000):
   """Writes predictions for every input image; returns {path: error}."""
-  config = run_lib.load_config(workdir, overrides)
-  spec = run_lib.run_spec(workdir, config)
-  model = run_lib.build(config, spec)
+  config, task, model = run_lib.load_model(workdir, overrides)
   step = run_lib.resolve_step(workdir, config, checkpoint)
   predict_fn = run_lib.make_predict_fn(
-      config, model, run_lib.load_variables(workdir, step, ema=ema), spec)
-  ignore_index = config.data.get('ignore_index', 255)
+      config, model, run_lib.load_variables(workdir, step, ema=ema), task)
   paths = image_io.find_images(inputs)
   logging.info('Predicting %d images with %s step %d.', len(paths), workdir,
                step)
@@ -42,19 +39,6 @@ def predict(workdir, inputs, output, checkpoint='best', ema=False,
       logging.error('%s', e)
       failed[str(path)] = str(e)
       continue
-    out = predict_fn(image)
-    # Panoptic and binary runs return dicts, semantic ones a label map.
-    labels = out['labels'] if isinstance(out, dict) else out
-    image_io.write_semantic(output, stem, image, labels,
-                            class_names=spec.class_names,
-                            ignore_index=ignore_index)
-    if isinstance(out, dict) and 'panoptic' in out:
-      divisor = (config.get('panoptic') or config.binary).label_divisor
-      scores = {int(c) * divisor + k + 1: float(s) for k, (c, s, v) in
-                enumerate(zip(out['classes'], out['scores'], out['valid']))
-                if v}
-      image_io.write_panoptic(
-          output, stem, out['panoptic'], label_divisor=divisor,
-          thing_classes=spec.thing_classes, class_names=spec.class_names,
-          ignore_index=ignore_index, scores=scores, image_id=stem)
+    # The task's files: label maps, and e.g. panoptic PNG / JSON.
+    task.write_outputs(output, stem, image, predict_fn.raw(image))
   return failed

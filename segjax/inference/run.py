@@ -14,24 +14,19 @@ returns label maps at each image's own size ([H, W] / [B, H, W] / a list).
 Inside, each image is
   1. resized to the run's evaluation size when `config.data.eval_preprocess`
      is `resize(h, w)` (the size the model was evaluated at; `pad(h, w)` is
-     dropped: buckets pad),
-  2. otherwise zero-padded to a size bucket (`modes.bucket_shape`), so
+     dropped: buckets pad), and its outputs resized back,
+  2. otherwise zero-padded to a size bucket (`segjax.data.buckets`), so
      mixed sizes compile a handful of programs (padding is seen by the
-     model, including ASPP's global average: where all images share one
-     size, a bucket equal to it avoids that),
-  3. run through the jitted inference mode of `config.inference` (whole
-     image, sliding window, multi-scale and flip averaging; see `modes.py`),
-  4. cropped and, after step 1, resized back (bilinear probabilities), then
-     argmax'ed.
-Panoptic models (Panoptic-DeepLab) return dicts instead: 'labels' (semantic
-argmax), 'panoptic', 'instance_ids' and per-instance 'scores' / 'classes' /
-'valid' from `segjax.postprocess.panoptic.panoptic_postprocess`; they run whole
-images (test-time augmentation of centers and offsets is not implemented).
-Binary (sigmoid) runs (`config.binary`) return dicts too: 'labels' (the
-thresholded foreground, 0 / 1), 'probabilities' [H, W, K] (foreground,
-boundary), and with `config.binary.instances` the same instance keys as
-panoptic runs (`segjax.postprocess.instances`, on the host); their
-probabilities go through the inference modes (sigmoids averaged).
+     model, including ASPP's global average, as in the trainer's
+     evaluation), and its predictions cropped,
+  3. run through `segjax.evaluation.loop.make_forward` with the inference
+     mode of `config.inference` (whole image, sliding window, multi-scale
+     and flip averaging; see `segjax.evaluation.modes`), the same function
+     the trainer and `segjax.evaluate` score,
+  4. post-processed by the run's task (`segjax.tasks`): a semantic run
+     returns the label map, binary and panoptic runs a dict ('labels' and
+     e.g. 'probabilities', 'panoptic', 'instance_ids', per-instance
+     'scores' / 'classes' / 'valid').
 """
 
 import ast
@@ -42,28 +37,17 @@ import re
 from absl import flags
 from etils import epath
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
 from segjax import models
+from segjax import tasks
+from segjax.configs import base as base_config
 from segjax.errors import ConfigError
-from segjax.postprocess import instances as instances_lib
+from segjax.evaluation import loop as eval_loop
 from segjax.evaluation import modes
-from segjax.postprocess import panoptic as postprocess_lib
-from segjax.models.inputs import normalize_images
-from segjax.training import binary as binary_lib
 
-# config.inference defaults: how a run predicts unless told otherwise.
-INFERENCE_DEFAULTS = {
-    'mode': 'whole',  # 'whole' or 'slide'.
-    'window': None,  # (h, w) of 'slide'.
-    'stride': None,  # (h, w) of 'slide'; None: 2/3 of the window.
-    'scales': (1.0,),
-    'flip': False,
-    'buckets': modes.BUCKETS,
-}
+INFERENCE_DEFAULTS = eval_loop.INFERENCE_DEFAULTS
 
 
 def load_config(workdir, overrides=()):
@@ -72,7 +56,8 @@ def load_config(workdir, overrides=()):
   path = epath.Path(workdir) / 'config.json'
   if not path.exists():
     raise ConfigError(f'{workdir}: no config.json; is it a segjax workdir?')
-  config = ml_collections.ConfigDict(json.loads(path.read_text()))
+  config = base_config.merge(base_config.get_config(),
+                             json.loads(path.read_text()))
   return apply_overrides(config, overrides)
 
 
@@ -80,8 +65,7 @@ def apply_overrides(config, overrides):
   """Sets `--config.a.b=value` pairs on `config`; unknown fields are errors.
 
   Values are Python literals where they parse as one ('(0.75, 1.0)',
-  'True', '512'), strings otherwise. `config.inference.*` may be set even
-  when the run's config has no `inference` block.
+  'True', '512'), strings otherwise.
   """
   for item in overrides:
     key, sep, text = item[len('--config.'):].partition('=')
@@ -93,8 +77,6 @@ def apply_overrides(config, overrides):
       value = text
     *parents, leaf = key.split('.')
     target = config
-    if parents[:1] == ['inference'] and 'inference' not in config:
-      config.inference = dict(INFERENCE_DEFAULTS)
     for name in parents:
       if name not in target:
         raise ConfigError(f'--config.{key}: the run\'s config has no field '
@@ -152,9 +134,8 @@ def resolve_step(workdir, config, checkpoint='best'):
       raise ConfigError(f'checkpoint {step} is not in {workdir}; saved steps: '
                         f'{steps}.')
     return step
-  tag, _, metric = config.get('best_checkpoint_metric',
-                              'validation/miou').rpartition('/')
-  sign = -1.0 if config.get('best_checkpoint_mode', 'max') == 'min' else 1.0
+  tag, _, metric = config.best_checkpoint_metric.rpartition('/')
+  sign = -1.0 if config.best_checkpoint_mode == 'min' else 1.0
   scored = [(sign * row[metric], row['step']) for row in _metric_rows(workdir)
             if row.get('split') == tag and row.get('step') in steps and
             isinstance(row.get(metric), (int, float)) and
@@ -180,7 +161,7 @@ def load_variables(workdir, step, ema=False):
 def inference_options(config, **overrides):
   """`config.inference` over the defaults, with `overrides` on top."""
   options = dict(INFERENCE_DEFAULTS)
-  options.update(dict(config.get('inference', None) or {}))
+  options.update(dict(config.inference))
   options.update({k: v for k, v in overrides.items() if v is not None})
   unknown = sorted(set(options) - set(INFERENCE_DEFAULTS))
   if unknown:
@@ -198,7 +179,7 @@ def eval_size(config):
   Only resize and pad mean something for inference on whole images (pad is
   what buckets do); anything else is a ConfigError naming it.
   """
-  spec = config.data.get('eval_preprocess') or ''
+  spec = config.data.eval_preprocess or ''
   size = None
   for op in filter(None, (s.strip() for s in spec.split('|'))):
     match = re.fullmatch(r'(resize|pad)\(\s*(\d+)\s*,\s*(\d+)\s*\)', op)
@@ -216,6 +197,7 @@ def eval_size(config):
 class RunSpec:
   class_names: tuple
   thing_classes: tuple
+  ignore_index: int = 255
 
   @property
   def num_classes(self):
@@ -227,21 +209,20 @@ def run_spec(workdir, config):
   path = epath.Path(workdir) / 'run_info.json'
   info = json.loads(path.read_text()) if path.exists() else {}
   if 'class_names' in info and 'thing_classes' in info:
-    return RunSpec(tuple(info['class_names']), tuple(info['thing_classes']))
+    # Runs recorded before the spec owned it: their config's, else 255.
+    ignore = info.get('ignore_index', config.data.get('ignore_index', 255))
+    return RunSpec(tuple(info['class_names']), tuple(info['thing_classes']),
+                   int(ignore))
   from segjax.data import datasets  # pylint: disable=g-import-not-at-top
   spec = datasets.get_spec(config.data.name)  # Older runs: imports TF.
-  return RunSpec(tuple(spec.class_names), tuple(spec.thing_classes))
+  return RunSpec(tuple(spec.class_names), tuple(spec.thing_classes),
+                 spec.ignore_index)
 
 
-def build(config, spec):
-  """The model of a run's config."""
-  model_config = dict(config.model)
-  for key in ('dtype', 'param_dtype'):
-    if isinstance(model_config.get(key), str):
-      model_config[key] = jnp.dtype(model_config[key])
+def build(config, task):
+  """The model of a run's config, with its task's output channels."""
   try:
-    return models.build_model(
-        model_config, binary_lib.num_outputs(config, spec.num_classes))
+    return models.build_model(config.model, task.num_outputs())
   except ValueError as e:
     raise ConfigError(str(e)) from e
 
@@ -259,67 +240,6 @@ def _as_list(images):
                    f'shape {images.shape}.')
 
 
-def resize(x, shape):
-  """Bilinear resize of [B, h, w, ...] maps to [B, *shape, ...]."""
-  return jax.image.resize(x, x.shape[:1] + tuple(shape) + x.shape[3:],
-                          'bilinear')
-
-
-def panoptic_predictions(outputs, size, config, spec):
-  """Panoptic-DeepLab outputs [B, h, w, ...] -> post-processed at `size`.
-
-  Outputs at another size (a run evaluated on resized images) are resized
-  to `size` = (H, W) first; offsets are in pixels, so they scale too.
-
-  Returns:
-    {'labels', 'panoptic', 'instance_ids'} [B, H, W] int32 and
-    {'scores', 'classes', 'valid'} [B, top_k].
-  """
-  h, w = outputs['semantic'].shape[1:3]
-  if (h, w) != tuple(size):
-    factor = jnp.asarray([size[0] / h, size[1] / w], jnp.float32)
-    outputs = {
-        'semantic': resize(outputs['semantic'], size),
-        'center_heatmap': resize(outputs['center_heatmap'][..., None],
-                                 size)[..., 0],
-        'center_offsets': resize(outputs['center_offsets'], size) * factor}
-  opts = config.panoptic
-  result = postprocess_lib.panoptic_postprocess(
-      outputs['semantic'], outputs['center_heatmap'],
-      outputs['center_offsets'], thing_classes=tuple(spec.thing_classes),
-      label_divisor=opts['label_divisor'],
-      ignore_index=config.data.get('ignore_index', 255),
-      **{k: opts[k] for k in postprocess_lib.OPTIONS})
-  return {'labels': result['semantic'], 'panoptic': result['panoptic'],
-          'instance_ids': result['instance_ids'],
-          'scores': result['instance_scores'],
-          'classes': result['instance_classes'],
-          'valid': result['instance_valid']}
-
-
-def binary_predictions(probs, opts, spec):
-  """A binary run's [H, W, K] sigmoid probabilities -> its predictions.
-
-  Returns:
-    {'labels': [H, W] int32 thresholded foreground, 'probabilities':
-    [H, W, K] float32}, and with `opts['instances']` 'instance_ids',
-    'panoptic' [H, W] int32 and per-instance 'scores', 'classes', 'valid'
-    [N] (all valid).
-  """
-  out = {'labels': (probs[..., 0] >= opts['threshold']).astype(np.int32),
-         'probabilities': probs.astype(np.float32)}
-  if opts['instances']:
-    ids, scores = binary_lib.instances_of(probs, opts)
-    thing = spec.thing_classes[0]
-    out.update({
-        'instance_ids': ids, 'scores': scores,
-        'classes': np.full(scores.shape, thing, np.int32),
-        'valid': np.ones(scores.shape, bool),
-        'panoptic': instances_lib.instance_panoptic(
-            ids, thing_class=thing, label_divisor=opts['label_divisor'])})
-  return out
-
-
 def _stack(arrays):
   """Stacks per-image arrays; [N] arrays of different N are padded with
   zeros (a binary run's per-instance arrays: 'valid' False there)."""
@@ -330,53 +250,49 @@ def _stack(arrays):
   return np.stack(arrays)
 
 
-def make_predict_fn(config, model, variables, spec, **inference_overrides):
-  """`predict_fn(images)` for a run (see the module docstring)."""
+def _crop(prediction, padded, size):
+  """Crops [H', W', ...] maps of a padded image's prediction to `size`."""
+  return {k: v[:size[0], :size[1]] if v.shape[:2] == padded else v
+          for k, v in prediction.items()}
+
+
+def forward_of(config, model, task, **inference_overrides):
+  """(forward, activated, options, resize_to) of a run: the model pass of
+  `segjax.evaluation.loop.make_forward` with the run's inference options
+  (`inference_overrides` on top) and evaluation size."""
   options = inference_options(config, **inference_overrides)
   resize_to = eval_size(config)
+  try:
+    forward, activated = eval_loop.make_forward(model, task, options,
+                                                resize_to)
+  except ValueError as e:
+    raise ConfigError(f'config.inference: {e}') from e
+  return forward, activated, options, resize_to
+
+
+def make_predict_fn(config, model, variables, task, **inference_overrides):
+  """`predict_fn(images)` for a run (see the module docstring)."""
+  forward, activated, options, resize_to = forward_of(
+      config, model, task, **inference_overrides)
   variables = jax.device_put(variables)
-  task = binary_lib.task(config)
-  panoptic = task == 'panoptic'
-  binary = binary_lib.options(config, spec) if task == 'binary' else None
+  predict = jax.jit(lambda v, x, pixels: task.predict(forward(v, x, pixels),
+                                                      activated))
 
-  if not panoptic:
-    probs_fn = modes.make_predict_fn(
-        lambda v, x: model.apply(v, x, train=False),
-        binary_lib.num_outputs(config, spec.num_classes),
-        mode=options['mode'], window=options['window'],
-        stride=options['stride'], scales=tuple(options['scales']),
-        flip=bool(options['flip']),
-        activation='softmax' if binary is None else 'sigmoid')
-  else:
-    apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
-
-  def one(image):
+  def one(image, raw=False):
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3:
       raise ValueError(f'images: each must be [H, W, 3] RGB, got '
                        f'{image.shape}.')
-    h, w = image.shape[:2]
-    x = normalize_images(jnp.asarray(image)[None])
-    if resize_to:
-      x = resize(x, resize_to)
-    size = x.shape[1:3]
-    # Buckets bound the number of compiled shapes for mixed sizes; after a
-    # fixed resize there is one shape already, and padding would change
-    # what global pooling (ASPP's image branch) averages over.
+    size = image.shape[:2]
+    # Buckets bound the number of compiled shapes for mixed sizes; with a
+    # fixed evaluation resize the model sees one shape already.
     target = size if resize_to else modes.bucket_shape(
         *size, buckets=tuple(options['buckets']))
-    padded, mask = modes.pad_to(np.asarray(x), target)
-    if not panoptic:
-      probs = probs_fn(variables, padded, mask)[:, :size[0], :size[1]]
-      if resize_to:
-        probs = resize(probs, (h, w))
-      if binary is not None:
-        return binary_predictions(np.asarray(probs[0]), binary, spec)
-      return np.asarray(jnp.argmax(probs[0], -1), np.int32)
-    out = apply(variables, jnp.asarray(padded))
-    out = {k: v[:, :size[0], :size[1]] for k, v in out.items()}
-    return {k: np.asarray(v[0])
-            for k, v in panoptic_predictions(out, (h, w), config, spec).items()}
+    padded, pixels = modes.pad_to(image[None], target)
+    out = jax.device_get(predict(variables, padded, pixels))
+    out = _crop({k: v[0] for k, v in out.items()}, tuple(target), size)
+    out = task.host_predictions(out)
+    return out if raw else task.user_result(out)
 
   def predict_fn(images):
     items, kind = _as_list(images)
@@ -390,7 +306,19 @@ def make_predict_fn(config, model, variables, spec, **inference_overrides):
     return results
 
   predict_fn.options = options
+  predict_fn.task = task
+  predict_fn.jitted = predict  # The compiled program per input shape.
+  # One [H, W, 3] image -> the task's whole predictions dict (what
+  # `Task.write_outputs` takes).
+  predict_fn.raw = lambda image: one(image, raw=True)
   return predict_fn
+
+
+def load_model(workdir, overrides=()):
+  """(config, task, model) of a run's workdir, `overrides` applied."""
+  config = load_config(workdir, overrides)
+  task = tasks.get_task(config, run_spec(workdir, config))
+  return config, task, build(config, task)
 
 
 def load_run(workdir, checkpoint='best', *, ema=False, **inference_overrides):
@@ -405,12 +333,10 @@ def load_run(workdir, checkpoint='best', *, ema=False, **inference_overrides):
       stride, scales, flip, buckets), e.g. `scales=(0.75, 1.0, 1.25),
       flip=True`.
   """
-  config = load_config(workdir)
-  spec = run_spec(workdir, config)
-  model = build(config, spec)
+  config, task, model = load_model(workdir)
   step = resolve_step(workdir, config, checkpoint)
   variables = load_variables(workdir, step, ema=ema)
-  predict_fn = make_predict_fn(config, model, variables, spec,
+  predict_fn = make_predict_fn(config, model, variables, task,
                                **inference_overrides)
   predict_fn.step = step
   return config, model, variables, predict_fn

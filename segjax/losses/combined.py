@@ -21,7 +21,7 @@ LOSSES = {
 }
 
 # The losses of one sigmoid logit per pixel, which a binary task
-# (`config.binary`, segjax/training/binary.py) can use.
+# (`config.binary`, segjax/tasks/binary.py) can use.
 BINARY_LOSSES = frozenset({'binary_cross_entropy', 'binary_dice'})
 
 

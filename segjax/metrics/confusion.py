@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segjax import kernels as kernels_lib
+
 
 # Histograms of up to this many bins count pixel *pairs* (see `_histogram`).
 _MAX_PAIR_BINS = 1 << 20
@@ -13,16 +15,16 @@ _MAX_PAIR_BINS = 1 << 20
 METHODS = ('auto', 'scatter', 'pairs', 'matmul')
 
 
-def _auto_method(num_bins):
-  """The formulation used for `method='auto'` on the default backend.
+def _histogram_method(num_bins):
+  """The bincount formulation of `method='auto'` on CPUs and GPUs.
 
-  Measured on a 2-core x86 CPU (8x512x1024 labels, 19 classes; see
+  `method='auto'` decides per platform when the program is lowered
+  (segjax.kernels): a bincount on CPUs and GPUs, 'matmul' elsewhere. Measured
+  on a 2-core x86 CPU (8x512x1024 labels, 19 classes; see
   docs/performance.md): 'pairs' 8 ms, 'scatter' 15 ms, 'matmul' 260 ms.
   On TPUs scatter-adds are slow and one-hot matrix products run on the MXU,
   so 'matmul' is chosen there (not measured here: no TPU).
   """
-  if jax.default_backend() == 'tpu':
-    return 'matmul'
   return 'pairs' if num_bins * num_bins <= _MAX_PAIR_BINS else 'scatter'
 
 
@@ -67,9 +69,8 @@ def _confusion_counts(labels, predictions, weights, *, num_classes,
     w = jnp.broadcast_to(weights, labels.shape).astype(jnp.float32)
     counts = jnp.bincount(index.ravel(), weights=w.ravel(), length=num_bins)
     return counts[:-2].reshape(c, c), bad.sum(dtype=jnp.int32)
-  if method == 'auto':
-    method = _auto_method(num_bins)
-  if method == 'matmul':
+
+  def by_matmul(labels, predictions, ignored, bad):
     valid = ~ignored & ~bad
     one_hot_l = jax.nn.one_hot(jnp.where(valid, labels, -1).ravel(), c,
                                dtype=jnp.int8)
@@ -77,8 +78,21 @@ def _confusion_counts(labels, predictions, weights, *, num_classes,
     cm = jnp.einsum('nc,nd->cd', one_hot_l, one_hot_p,
                     preferred_element_type=jnp.int32)
     return cm, bad.sum(dtype=jnp.int32)
-  counts = _histogram(index, num_bins, method, pad_bin=c * c)
-  return counts[:-2].reshape(c, c).astype(jnp.int32), counts[-1]
+
+  def by_histogram(method, index):
+    counts = _histogram(index, num_bins, method, pad_bin=c * c)
+    return (counts[:-2].reshape(c, c).astype(jnp.int32),
+            counts[-1].astype(jnp.int32))
+
+  if method == 'auto':
+    return kernels_lib.choose(
+        'auto', 'confusion_matrix',
+        lambda index, *_: by_histogram(_histogram_method(num_bins), index),
+        lambda _, *args: by_matmul(*args),
+        index, labels, predictions, ignored, bad)
+  if method == 'matmul':
+    return by_matmul(labels, predictions, ignored, bad)
+  return by_histogram(method, index)
 
 
 def confusion_matrix(labels, predictions, num_classes, ignore_index=255,
@@ -92,8 +106,8 @@ def confusion_matrix(labels, predictions, num_classes, ignore_index=255,
     ignore_index: pixels whose label equals it are skipped.
     weights: optional float weights broadcastable to `labels` (e.g. a [B, 1, 1]
       mask that drops padded examples).
-    method: 'auto' (chosen per backend), 'scatter', 'pairs' or 'matmul': the
-      same counts by different formulations (see `_auto_method`).
+    method: 'auto' (chosen per platform), 'scatter', 'pairs' or 'matmul':
+      the same counts by different formulations (see `_histogram_method`).
 
   Returns:
     [C, C] int32 counts (float32 when weighted); rows are ground truth,

@@ -154,9 +154,20 @@ class MaskAP:
                     classes[b], valid[b])
 
   def _add_one(self, labels, instances, instance_ids, scores, classes, valid):
+    self.add_encoded(self.encode(labels, instances, instance_ids, scores,
+                                 classes, valid))
+
+  def encode(self, labels, instances, instance_ids, scores, classes, valid):
+    """One image ([H, W] maps, [K] arrays; checked by `add`) as RLEs.
+
+    Returns:
+      {'height', 'width', 'gt': [annotation], 'dt': [annotation]}: plain
+      Python values (picklable, so images encoded on several hosts can be
+      gathered), with no ids yet; `add_encoded` numbers them.
+    """
+    labels, instances = np.asarray(labels), np.asarray(instances)
+    instance_ids = np.asarray(instance_ids)
     height, width = labels.shape
-    image_id = len(self._images) + 1
-    self._images.append({'id': image_id, 'height': height, 'width': width})
     # Work in column-major pixel order: RLEs run down columns, so a mask
     # filled in this order is encoded without a Fortran-order copy.
     lab, inst = labels.T.ravel(), instances.T.ravel()
@@ -167,8 +178,7 @@ class MaskAP:
       buf[idx] = 1
       rle = mask_utils.encode(buf.reshape(width, height).T[:, :, None])[0]
       buf[idx] = 0
-      return {'image_id': image_id, 'segmentation': rle,
-              'area': float(idx.size),
+      return {'segmentation': rle, 'area': float(idx.size),
               'bbox': [float(v) for v in mask_utils.toBbox(rle)],
               'iscrowd': 0}
 
@@ -176,16 +186,25 @@ class MaskAP:
              & (lab != self.ignore_index))
     stride = int(inst.max()) + 1 if inst.size else 1
     keys = lab.astype(np.int64) * stride + inst
-    for key, idx in _segments(keys, is_gt):
-      # Annotation ids start at 1: COCOeval stores matched GT ids in
-      # dtMatches, where 0 means "unmatched".
-      self._gt.append({**encode(idx), 'id': len(self._gt) + 1,
-                       'category_id': key // stride})
-    kept = (ids > 0) & np.concatenate([[False], valid])[ids]
-    for k, idx in _segments(ids.astype(np.int64), kept):
-      self._dt.append({**encode(idx), 'id': len(self._dt) + 1,
-                       'category_id': int(classes[k - 1]),
-                       'score': float(scores[k - 1])})
+    gt = [{**encode(idx), 'category_id': key // stride}
+          for key, idx in _segments(keys, is_gt)]
+    kept = (ids > 0) & np.concatenate([[False], np.asarray(valid, bool)])[ids]
+    dt = [{**encode(idx), 'category_id': int(classes[k - 1]),
+           'score': float(scores[k - 1])}
+          for k, idx in _segments(ids.astype(np.int64), kept)]
+    return {'height': height, 'width': width, 'gt': gt, 'dt': dt}
+
+  def add_encoded(self, image):
+    """Adds one `encode`d image, numbering it and its annotations."""
+    image_id = len(self._images) + 1
+    self._images.append({'id': image_id, 'height': image['height'],
+                         'width': image['width']})
+    # Annotation ids start at 1: COCOeval stores matched GT ids in
+    # dtMatches, where 0 means "unmatched".
+    for a in image['gt']:
+      self._gt.append({**a, 'image_id': image_id, 'id': len(self._gt) + 1})
+    for a in image['dt']:
+      self._dt.append({**a, 'image_id': image_id, 'id': len(self._dt) + 1})
 
   def evaluator(self):
     """The evaluated and accumulated COCOeval (its prints silenced)."""

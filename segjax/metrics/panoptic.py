@@ -62,7 +62,7 @@ Cost per image of P pixels: 3 P scatter-adds, P gathers and a few
 elementwise passes, whatever the number of segments; memory: two
 (S + 2) x (r + 1) int32 tables (COCO, C = 133 and M = 256: 2.3 MB each) beside
 the inputs. On CPUs the images of a batch run one after another inside the
-jitted call (see `_loop_over_images`), so that memory does not grow with B.
+jitted call (see `_panoptic_stats`), so that memory does not grow with B.
 
 Instance ids >= max_instances have no dense index: their pixels are counted
 in `overflow` (never merged into another segment), and the scores of stats
@@ -76,6 +76,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segjax import kernels as kernels_lib
 from segjax.metrics import confusion
 
 
@@ -174,24 +175,22 @@ def _image_stats(pred, gt, *, num_categories, label_divisor, ignore_index,
   }
 
 
-def _loop_over_images():
-  """Whether `_panoptic_stats` loops over images (else it vmaps them).
-
-  On CPUs a loop keeps every per-pixel buffer one image large, and warm
-  after the first image: XLA:CPU allocates them afresh per call and pays
-  page faults on every first touch, which made a vmapped batch of 8
-  512x1024 images about 3x slower (docs/performance.md). Accelerators allocate
-  from a pool and run a vmapped batch in parallel (not measured here).
-  """
-  return jax.default_backend() == 'cpu'
-
-
 @functools.partial(jax.jit, static_argnames=(
     'num_categories', 'label_divisor', 'ignore_index', 'max_instances',
     'loop'))
 def _panoptic_stats(pred, gt, *, num_categories, label_divisor, ignore_index,
-                    max_instances, loop):
-  """Stats of [B, H, W] maps, summed over the B images."""
+                    max_instances, loop=None):
+  """Stats of [B, H, W] maps, summed over the B images.
+
+  `loop`: True runs the images one after another (`lax.map`), False vmaps
+  them, None decides per platform when the program is lowered
+  (segjax.kernels): the loop on CPUs, vmap elsewhere. On CPUs a loop keeps
+  every per-pixel buffer one image large, and warm after the first image:
+  XLA:CPU allocates them afresh per call and pays page faults on every
+  first touch, which made a vmapped batch of 8 512x1024 images about 3x
+  slower (docs/performance.md). Accelerators allocate from a pool and run
+  a vmapped batch in parallel (not measured here).
+  """
   b = gt.shape[0]
   one_image = functools.partial(
       _image_stats, num_categories=num_categories,
@@ -199,10 +198,18 @@ def _panoptic_stats(pred, gt, *, num_categories, label_divisor, ignore_index,
       max_instances=max_instances)
   images = (pred.reshape(b, -1).astype(jnp.int32),
             gt.reshape(b, -1).astype(jnp.int32))
-  if loop:
-    per_image = jax.lax.map(lambda x: one_image(*x), images)
+
+  def looped(*images):
+    return jax.lax.map(lambda x: one_image(*x), images)
+
+  def vmapped(*images):
+    return jax.vmap(one_image)(*images)
+
+  if loop is None:
+    per_image = kernels_lib.choose('auto', 'panoptic_images', looped,
+                                   vmapped, *images)
   else:
-    per_image = jax.vmap(one_image)(*images)
+    per_image = (looped if loop else vmapped)(*images)
   return {k: v.sum(0) for k, v in per_image.items()}
 
 
@@ -264,8 +271,7 @@ def panoptic_stats(pred, gt, *, num_categories, label_divisor,
   stats = _panoptic_stats(
       pred, gt, num_categories=int(num_categories),
       label_divisor=int(label_divisor), ignore_index=int(ignore_index),
-      max_instances=int(max_instances),
-      loop=_loop_over_images())
+      max_instances=int(max_instances))
   overflow = stats['overflow']
   if confusion.is_concrete(overflow) and int(overflow):
     _raise_for_bad_categories(pred, gt, num_categories, label_divisor,

@@ -13,7 +13,7 @@ logits; a backbone name gives the backbone alone, returning its feature dict.
   fcn32s/16s/8s   FCN skip fusion (output stride 32)         fcn.py
   fcn             dilated FCN head (mmsegmentation style)    fcn.py
   panoptic_deeplab  Panoptic-DeepLab (semantic + instance    panoptic_deeplab.py
-                  decoders; returns a dict, see `task_of`)
+                  decoders; returns a dict, see `outputs_of`)
   resnet18..152   torchvision-layout ResNet backbones         resnet.py
   mobilenet_v2    light backbone                             mobilenet.py
 
@@ -22,6 +22,8 @@ pretrained.py).
 """
 
 import functools
+
+import jax.numpy as jnp
 
 from segjax.models.backbones import BACKBONES
 from segjax.models.backbones import fields
@@ -48,33 +50,14 @@ MODELS = {
     'panoptic_deeplab': (PanopticDeepLab, {}),
 }
 
-# Models whose output is Panoptic-DeepLab's dict ('semantic',
-# 'center_heatmap', 'center_offsets') rather than a logits array.
-PANOPTIC_MODELS = frozenset({'panoptic_deeplab'})
+# What a model returns when it is not [B, H, W, C] logits: Panoptic-DeepLab
+# returns a dict of heads ('semantic', 'center_heatmap', 'center_offsets').
+OUTPUTS = {'panoptic_deeplab': 'panoptic_heads'}
 
 
-def task_of(model_name, binary=False):
-  """The task a model trains for and is scored on.
-
-  Args:
-    model_name: `config.model.name`.
-    binary: whether the experiment has a `config.binary` block (sigmoid
-      outputs, see segjax/training/binary.py).
-
-  Returns:
-    'panoptic' for models predicting instances too (their outputs are a
-    dict), 'binary' for sigmoid logits (one per pixel, plus a boundary
-    channel), else 'semantic' (softmax logits, one per class).
-
-  Raises:
-    ValueError for a panoptic model with `binary`.
-  """
-  if model_name in PANOPTIC_MODELS:
-    if binary:
-      raise ValueError(f'config.binary is for models returning logits; '
-                       f'{model_name!r} is a panoptic model.')
-    return 'panoptic'
-  return 'binary' if binary else 'semantic'
+def outputs_of(model_name):
+  """'logits' ([B, H, W, C] array) or 'panoptic_heads' (a dict)."""
+  return OUTPUTS.get(model_name, 'logits')
 
 
 def build(name, num_classes=None, **kwargs):
@@ -121,16 +104,24 @@ def build(name, num_classes=None, **kwargs):
 
 
 def build_model(model_config, num_classes, **overrides):
-  """Instantiates `config.model` ({'name': ..., attributes...})."""
+  """Instantiates `config.model` ({'name': ..., attributes...}); 'dtype' /
+  'param_dtype' may be dtype names ('bfloat16')."""
   kwargs = dict(model_config)
   name = kwargs.pop('name', None)
   kwargs.update(overrides)
+  for key in ('dtype', 'param_dtype'):
+    if isinstance(kwargs.get(key), str):
+      try:
+        kwargs[key] = jnp.dtype(kwargs[key])
+      except TypeError as e:
+        raise ValueError(f'config.model.{key}={kwargs[key]!r} is not a '
+                         'dtype (e.g. "bfloat16").') from e
   try:
     return build(name, num_classes, **kwargs)
   except ValueError as e:
     raise ValueError(f'config.model: {e}') from e
 
 
-__all__ = ['BACKBONES', 'MODELS', 'PANOPTIC_MODELS', 'DeepLab', 'FCN',
-           'MobileNetV2', 'PanopticDeepLab', 'ResNet', 'ResNetUNet', 'UNet',
-           'build', 'build_model', 'load_pretrained', 'task_of']
+__all__ = ['BACKBONES', 'MODELS', 'DeepLab', 'FCN',
+           'MobileNetV2', 'OUTPUTS', 'PanopticDeepLab', 'ResNet', 'ResNetUNet',
+           'UNet', 'build', 'build_model', 'load_pretrained', 'outputs_of']

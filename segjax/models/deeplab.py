@@ -47,12 +47,14 @@ class ASPP(nn.Module):
   norm: Any = None
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train):
     block = functools.partial(ConvBNReLU, features=self.features,
                               norm=self.norm, dtype=self.dtype,
-                              param_dtype=self.param_dtype)
+                              param_dtype=self.param_dtype,
+                              kernels=self.kernels)
     b, h, w, _ = x.shape
     branches = [block(kernel=1, name='branch0')(x)]
     for i, rate in enumerate(self.rates):
@@ -80,7 +82,7 @@ class DeepLab(nn.Module):
     low_level_stage: backbone stage fused by the V3+ decoder ('stage1').
     low_level_features: its 1x1 projection width (48).
     dropout: ASPP dropout rate (needs an rng 'dropout' when training).
-    bn_momentum, bn_epsilon, dtype, param_dtype: as the ResNet's.
+    bn_momentum, bn_epsilon, dtype, param_dtype, kernels: as the ResNet's.
   """
   num_classes: int
   plus: bool = True
@@ -99,6 +101,7 @@ class DeepLab(nn.Module):
   bn_epsilon: float = 1e-5
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, images, train=False):
@@ -111,10 +114,12 @@ class DeepLab(nn.Module):
     features = backbones.backbone_of(self)(images, train)
     norm = batch_norm(self, train)
     block = functools.partial(ConvBNReLU, norm=norm, dtype=self.dtype,
-                              param_dtype=self.param_dtype)
+                              param_dtype=self.param_dtype,
+                              kernels=self.kernels)
     rates = self.rates or default_rates(self.output_stride)
     x = ASPP(self.aspp_features, tuple(rates), self.separable, self.dropout,
-             norm, self.dtype, self.param_dtype, name='aspp')(
+             norm, self.dtype, self.param_dtype, kernels=self.kernels,
+             name='aspp')(
                  features['stage4'], train)
     x = block(self.aspp_features, 3, separable=self.separable,
               name='aspp_conv')(x)
@@ -127,6 +132,7 @@ class DeepLab(nn.Module):
       x = block(self.aspp_features, 3, separable=self.separable,
                 name='decoder_conv')(x)
     logits = Conv(self.num_classes, (1, 1), dtype=self.dtype,
-                     param_dtype=self.param_dtype, name='classifier')(x)
+                  param_dtype=self.param_dtype, kernels=self.kernels,
+                  name='classifier')(x)
     logits = logits.astype(jnp.float32)
     return jax.image.resize(logits, (b, h, w, self.num_classes), 'bilinear')

@@ -21,9 +21,10 @@ strided slices of the padded input, with a `jax.custom_vjp`:
   one sum per tap, which was faster there.
 Taps whose window lies wholly in the zero padding are skipped (exact): at
 ASPP's rate 18 on a 16x16 map only the centre tap reads data.
-`method='auto'` takes the shifted form on CPUs and GPUs (on an H200 it
-beat cuDNN's grouped-conv kernel: models/conv.py) and the convolution on
-TPUs (unmeasured). Tested against a float64 NumPy loop (tests/test_conv.py).
+`method='auto'` decides when the program is lowered (segjax.kernels): the
+shifted form on CPUs and GPUs (on an H200 it beat cuDNN's grouped-conv
+kernel: models/conv.py), the convolution on TPUs (unmeasured). Tested
+against a float64 NumPy loop (tests/test_conv.py).
 """
 
 import functools
@@ -31,7 +32,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from segjax import kernels as kernels_lib
+
 METHODS = ('auto', 'shifted', 'xla')
+# Each method as a `segjax.kernels` choice.
+_KERNELS = {'auto': 'auto', 'shifted': 'segjax', 'xla': 'xla'}
 # The weight gradient's one variadic reduce over the width beats one sum
 # per tap below this many channels and loses above (2-core CPU, batch 8:
 # 28 vs 121 ms at 64x64x304, 84 vs 194 at 64x128x256; 90 vs 67 ms at
@@ -120,15 +125,6 @@ def _shifted_bwd(stride, dilation, pad, residuals, g):
 _shifted.defvjp(_shifted_fwd, _shifted_bwd)
 
 
-def resolve_method(method):
-  """'shifted' or 'xla' for a METHODS name ('auto': by backend)."""
-  if method not in METHODS:
-    raise ValueError(f'depthwise method {method!r}: one of {METHODS}')
-  if method == 'auto':
-    return 'xla' if jax.default_backend() == 'tpu' else 'shifted'
-  return method
-
-
 def depthwise_conv(x, kernel, *, stride=1, dilation=1, padding=None,
                    method='auto'):
   """Depthwise 2-D convolution, NHWC.
@@ -141,7 +137,7 @@ def depthwise_conv(x, kernel, *, stride=1, dilation=1, padding=None,
       ('same' for odd k at stride 1).
     method: 'shifted' (k*k slices, module docstring), 'xla'
       (lax.conv_general_dilated with feature_group_count) or 'auto'
-      (xla on TPUs, shifted elsewhere).
+      (per platform at lowering: xla on TPUs, shifted elsewhere).
 
   Returns:
     [B, (H + 2p - dilation*(k-1) - 1) // stride + 1, (same for W), C] in
@@ -151,11 +147,19 @@ def depthwise_conv(x, kernel, *, stride=1, dilation=1, padding=None,
   if kernel.shape != (k, k, 1, x.shape[-1]):
     raise ValueError(f'depthwise kernel shape {kernel.shape}: expected '
                      f'({k}, {k}, 1, {x.shape[-1]}) for input {x.shape}')
+  if method not in METHODS:
+    raise ValueError(f'depthwise method {method!r}: one of {METHODS}')
   pad = dilation * (k - 1) // 2 if padding is None else padding
-  if resolve_method(method) == 'xla':
+
+  def xla_form(x, kernel):
     return jax.lax.conv_general_dilated(
         x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
         rhs_dilation=(dilation, dilation),
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
         feature_group_count=x.shape[-1])
-  return _shifted(x, kernel, stride, dilation, pad)
+
+  def shifted_form(x, kernel):
+    return _shifted(x, kernel, stride, dilation, pad)
+
+  return kernels_lib.choose(_KERNELS[method], 'depthwise_conv', shifted_form,
+                            xla_form, x, kernel)

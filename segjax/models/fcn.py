@@ -42,11 +42,13 @@ class FCNHead(nn.Module):
   norm: Any = None
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train):
     block = functools.partial(ConvBNReLU, self.channels, 3, norm=self.norm,
-                              dtype=self.dtype, param_dtype=self.param_dtype)
+                              dtype=self.dtype, param_dtype=self.param_dtype,
+                              kernels=self.kernels)
     y = x
     for i in range(self.num_convs):
       y = block(name=f'conv{i}')(y)
@@ -55,7 +57,8 @@ class FCNHead(nn.Module):
           jnp.concatenate([x.astype(y.dtype), y], axis=-1))
     y = nn.Dropout(self.dropout, deterministic=not train)(y)
     return Conv(self.num_classes, (1, 1), dtype=self.dtype,
-                   param_dtype=self.param_dtype, name='classifier')(y)
+                param_dtype=self.param_dtype, kernels=self.kernels,
+                name='classifier')(y)
 
 
 class FCN(nn.Module):
@@ -69,7 +72,7 @@ class FCN(nn.Module):
       defaults to 32 for skips; use 8 for the dilated head).
     head_channels, num_convs, dropout: the FCN head's (skips=None).
     aux_head: an auxiliary head on stage3 (256 channels, one conv).
-    bn_momentum, bn_epsilon, dtype, param_dtype: as the ResNet's.
+    bn_momentum, bn_epsilon, dtype, param_dtype, kernels: as the ResNet's.
   """
   num_classes: int
   skips: Optional[str] = '8s'
@@ -85,6 +88,7 @@ class FCN(nn.Module):
   bn_epsilon: float = 1e-5
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, images, train=False):
@@ -102,7 +106,8 @@ class FCN(nn.Module):
     norm = batch_norm(self, train)
     score = functools.partial(Conv, features=self.num_classes,
                               kernel_size=(1, 1), dtype=self.dtype,
-                              param_dtype=self.param_dtype)
+                              param_dtype=self.param_dtype,
+                              kernels=self.kernels)
     if self.skips:
       logits = score(name='score_stage4')(features['stage4'])
       fused = {'32s': (), '16s': ('stage3',), '8s': ('stage3', 'stage2')}
@@ -112,10 +117,12 @@ class FCN(nn.Module):
     else:
       logits = FCNHead(self.num_classes, self.head_channels, self.num_convs,
                        True, self.dropout, norm, self.dtype, self.param_dtype,
-                       name='head')(features['stage4'], train)
+                       kernels=self.kernels, name='head')(
+                           features['stage4'], train)
     if self.aux_head:
       aux = FCNHead(self.num_classes, 256, 1, False, self.dropout, norm,
-                    self.dtype, self.param_dtype, name='aux_head')(
+                    self.dtype, self.param_dtype, kernels=self.kernels,
+                    name='aux_head')(
                         features['stage3'], train)
       self.sow('intermediates', 'aux_logits',
                _resize(aux.astype(jnp.float32), (h, w)))

@@ -27,6 +27,7 @@ class ConvBNReLU(nn.Module):
   kernel_init: Any = None  # None: Flax's default (LeCun normal).
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  kernels: str = 'auto'  # segjax.kernels.KERNELS.
 
   @nn.compact
   def __call__(self, x):
@@ -34,7 +35,8 @@ class ConvBNReLU(nn.Module):
       if self.kernel_init is not None:
         kwargs['kernel_init'] = self.kernel_init
       return Conv(*args, use_bias=False, dtype=self.dtype,
-                  param_dtype=self.param_dtype, **kwargs)
+                  param_dtype=self.param_dtype, kernels=self.kernels,
+                  **kwargs)
     pad = self.dilation * (self.kernel - 1) // 2
     padding = ((pad, pad), (pad, pad))
     if self.separable and self.kernel > 1:

@@ -77,7 +77,7 @@ class MobileNetV2(nn.Module):
   Attributes:
     width_multiplier: scales every width (torchvision's width_mult).
     output_stride: 8, 16 or 32.
-    bn_momentum, bn_epsilon, dtype, param_dtype: as the ResNet's.
+    bn_momentum, bn_epsilon, dtype, param_dtype, kernels: as the ResNet's.
   """
   width_multiplier: float = 1.0
   output_stride: int = 32
@@ -85,6 +85,7 @@ class MobileNetV2(nn.Module):
   bn_epsilon: float = 1e-5
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  kernels: str = 'auto'
 
   @property
   def strides(self):
@@ -108,7 +109,8 @@ class MobileNetV2(nn.Module):
                        f'{self.output_stride}.')
     norm = batch_norm(self, train)
     conv = functools.partial(Conv, use_bias=False, dtype=self.dtype,
-                             param_dtype=self.param_dtype)
+                             param_dtype=self.param_dtype,
+                             kernels=self.kernels)
     x = conv(_make_divisible(32 * self.width_multiplier), (3, 3), strides=2,
              padding=((1, 1), (1, 1)), name='stem_conv')(
                  images.astype(self.dtype))

@@ -50,7 +50,8 @@ class PanopticDecoder(nn.Module):
     low_level: ((stage name, projection width), ...) from deep to shallow,
       e.g. (('stage2', 64), ('stage1', 32)).
     features: width of each fusion conv.
-    rates, separable, dropout, norm, dtype, param_dtype: as DeepLab's.
+    rates, separable, dropout, norm, dtype, param_dtype, kernels: as
+      DeepLab's.
   """
   aspp_features: int
   low_level: Sequence[Any]
@@ -61,15 +62,17 @@ class PanopticDecoder(nn.Module):
   norm: Any = None
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, feats, train):
     """{stage: [B, h_s, w_s, C_s]} -> [B, h_low, w_low, features]."""
     block = functools.partial(ConvBNReLU, norm=self.norm, dtype=self.dtype,
-                              param_dtype=self.param_dtype)
+                              param_dtype=self.param_dtype,
+                              kernels=self.kernels)
     x = ASPP(self.aspp_features, tuple(self.rates), self.separable,
              self.dropout, self.norm, self.dtype, self.param_dtype,
-             name='aspp')(feats['stage4'], train)
+             kernels=self.kernels, name='aspp')(feats['stage4'], train)
     for i, (stage, width) in enumerate(self.low_level):
       low = block(width, 1, name=f'project{i}')(feats[stage])
       x = _resize_to(x, low.shape[1:3])
@@ -87,14 +90,17 @@ class PredictionHead(nn.Module):
   norm: Any = None
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x):
     x = ConvBNReLU(self.features, 5, separable=self.separable,
                    norm=self.norm, dtype=self.dtype,
-                   param_dtype=self.param_dtype, name='conv')(x)
+                   param_dtype=self.param_dtype, kernels=self.kernels,
+                   name='conv')(x)
     x = Conv(self.outputs, (1, 1), dtype=self.dtype,
-                param_dtype=self.param_dtype, name='predict')(x)
+             param_dtype=self.param_dtype, kernels=self.kernels,
+             name='predict')(x)
     return x.astype(jnp.float32)
 
 
@@ -116,7 +122,7 @@ class PanopticDeepLab(nn.Module):
     instance_head_features: center and offset head width (32).
     separable: depthwise-separable 5x5 (and ASPP 3x3) convs.
     dropout: ASPP dropout (needs an rng 'dropout' when training).
-    bn_momentum, bn_epsilon, dtype, param_dtype: as the ResNet's.
+    bn_momentum, bn_epsilon, dtype, param_dtype, kernels: as the ResNet's.
   """
   num_classes: int
   backbone: str = 'resnet50'
@@ -138,6 +144,7 @@ class PanopticDeepLab(nn.Module):
   bn_epsilon: float = 1e-5
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, images, train=False):
@@ -158,7 +165,8 @@ class PanopticDeepLab(nn.Module):
     common = dict(rates=tuple(self.rates or
                               default_rates(self.output_stride)),
                   separable=self.separable, dropout=self.dropout, norm=norm,
-                  dtype=self.dtype, param_dtype=self.param_dtype)
+                  dtype=self.dtype, param_dtype=self.param_dtype,
+                  kernels=self.kernels)
     stages = ('stage2', 'stage1')  # Strides 8 and 4.
     semantic = PanopticDecoder(
         self.semantic_features, tuple(zip(stages, self.semantic_low_level)),
@@ -170,7 +178,8 @@ class PanopticDeepLab(nn.Module):
             feats, train)
     head = functools.partial(PredictionHead, separable=self.separable,
                              norm=norm, dtype=self.dtype,
-                             param_dtype=self.param_dtype)
+                             param_dtype=self.param_dtype,
+                             kernels=self.kernels)
     logits = head(self.semantic_head_features, self.num_classes,
                   name='semantic_head')(semantic)
     center = head(self.instance_head_features, 1, name='center_head')(

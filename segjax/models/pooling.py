@@ -14,8 +14,11 @@ On the ResNet-18 U-Net's train step (batch 8, 176x240, 2 CPU cores) the
 stem's max-pool and its gradient were 6.6% of op time
 (`python -m segjax.bench profile --model resnet_unet --backbone resnet18
 --height 176 --width 240 --classes 11`); docs/performance.md has the
-step before and after. Timed on CPUs only; GPUs and TPUs use it too,
-untimed (XLA's own select-and-scatter may be the faster choice there).
+step before and after.
+
+`max_pool(..., kernels=...)` (segjax.kernels) picks it ('segjax') or XLA's
+`reduce_window`, whose gradient is a select-and-scatter ('xla'); 'auto'
+takes this form on CPUs only, where it was timed, and XLA's elsewhere.
 """
 
 import functools
@@ -24,6 +27,8 @@ from typing import Sequence, Tuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from segjax import kernels as kernels_lib
 
 
 def _taps(x, window, strides, padding):
@@ -79,9 +84,17 @@ def _max_pool_bwd(window, strides, padding, residuals, g):
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
+def _reduce_window(x, window, strides, padding):
+  """XLA's max-pool (flax.linen.max_pool's): gradient select-and-scatter."""
+  return lax.reduce_window(
+      x, -jnp.inf, lax.max, (1, *window, 1),
+      (1, *strides, 1), ((0, 0), *padding, (0, 0)))
+
+
 def max_pool(x: jax.Array, window: Tuple[int, int],
              strides: Tuple[int, int],
-             padding: Sequence[Tuple[int, int]]) -> jax.Array:
+             padding: Sequence[Tuple[int, int]],
+             kernels: str = 'auto') -> jax.Array:
   """Max pooling of [B, H, W, C] (float) with -inf padding.
 
   Args:
@@ -89,10 +102,13 @@ def max_pool(x: jax.Array, window: Tuple[int, int],
     window: (kh, kw) window.
     strides: (sh, sw).
     padding: ((top, bottom), (left, right)), non-negative.
+    kernels: one of `segjax.kernels.KERNELS`: this module's form
+      ('segjax'), XLA's `reduce_window` ('xla') or per platform ('auto').
 
   Returns:
     [B, (H + top + bottom - kh) // sh + 1, (W + ...) // sw + 1, C], x.dtype.
-    Differentiable in reverse mode (grad / vjp) only: a `jax.custom_vjp`.
+    Differentiable in reverse mode (grad / vjp) only, unless
+    kernels='xla': this module's form is a `jax.custom_vjp`.
   """
   if x.ndim != 4 or not jnp.issubdtype(x.dtype, jnp.floating):
     raise ValueError(f'max_pool takes [B, H, W, C] floats, got {x.dtype}'
@@ -104,4 +120,7 @@ def max_pool(x: jax.Array, window: Tuple[int, int],
     if size + lo + hi < k:
       raise ValueError(f'max_pool: {list(x.shape)} padded by {padding} is '
                        f'smaller than the {tuple(window)} window.')
-  return _max_pool(x, tuple(window), tuple(strides), padding)
+  window, strides = tuple(window), tuple(strides)
+  return kernels_lib.choose(
+      kernels, 'max_pool', lambda x: _max_pool(x, window, strides, padding),
+      lambda x: _reduce_window(x, window, strides, padding), x)

@@ -103,8 +103,8 @@ def kernel_init_kwargs(init, mode):
 def _conv(features, kernel, stride=1, dilation=1, **kw):
   pad = dilation * (kernel - 1) // 2
   return Conv(features, (kernel, kernel), strides=stride,
-                 kernel_dilation=dilation, padding=((pad, pad), (pad, pad)),
-                 use_bias=False, **kw)
+              kernel_dilation=dilation, padding=((pad, pad), (pad, pad)),
+              use_bias=False, **kw)
 
 
 class _Block(nn.Module):
@@ -173,6 +173,8 @@ class ResNet(nn.Module):
     width: channels of the stem and of stage1's blocks (64, torchvision's);
       stage k has width * 2**(k-1) planes. Narrower nets (e.g. 32, a quarter
       of the FLOPs) are for small data and CPUs; pretrained weights need 64.
+    kernels: 'auto', 'segjax' or 'xla': XLA's ops or segjax's formulations
+      of the convs and the max-pool (segjax.kernels).
   """
   depth: int = 50
   output_stride: int = 32
@@ -185,6 +187,7 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   width: int = 64
+  kernels: str = 'auto'
 
   @property
   def strides(self):
@@ -214,6 +217,7 @@ class ResNet(nn.Module):
     norm = batch_norm(self, train)
     conv = functools.partial(_conv, dtype=self.dtype,
                              param_dtype=self.param_dtype,
+                             kernels=self.kernels,
                              **kernel_init_kwargs(self.init_scheme, 'fan_out'))
 
     x = images.astype(self.dtype)
@@ -227,7 +231,7 @@ class ResNet(nn.Module):
       x = conv(self.width, 7, 2, name='conv1')(x)
       x = nn.relu(norm(name='bn1')(x))
     features = {'stem': x}  # Stride 2, before the max-pool (for U-Nets).
-    x = max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
+    x = max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)), self.kernels)
 
     expansion = 4 if kind == 'bottleneck' else 1
     in_channels = self.width

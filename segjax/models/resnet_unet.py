@@ -36,7 +36,9 @@ from segjax.models.upconv import UpConcatConvBNReLU
 class ResNetUNet(nn.Module):
   """Backbone-encoder U-Net; attributes as `DeepLab`'s where they overlap.
 
-  `backbone` may be any of `backbones.BACKBONES` ('mobilenet_v2' too).
+  `backbone` may be any of `backbones.BACKBONES` ('mobilenet_v2' too);
+  `kernels` (segjax.kernels: 'auto', 'segjax' or 'xla') picks XLA's ops or
+  segjax's formulations, in the backbone too.
   """
   num_classes: int
   backbone: str = 'resnet34'
@@ -48,6 +50,7 @@ class ResNetUNet(nn.Module):
   init_scheme: str = 'flax'
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, images, train=False):
@@ -60,7 +63,8 @@ class ResNetUNet(nn.Module):
                  {'kernel_init': nn.initializers.glorot_uniform()})
     block = functools.partial(ConvBNReLU, kernel=3, norm=norm,
                               kernel_init=decoder_init.get('kernel_init'),
-                              dtype=self.dtype, param_dtype=self.param_dtype)
+                              dtype=self.dtype, param_dtype=self.param_dtype,
+                              kernels=self.kernels)
     skips = [features[k] for k in ('stage3', 'stage2', 'stage1', 'stem')]
     x = features['stage4']
     for i, width in enumerate(self.decoder_features):
@@ -71,11 +75,12 @@ class ResNetUNet(nn.Module):
       x = UpConcatConvBNReLU(
           width, norm=norm, kernel_init=decoder_init.get('kernel_init'),
           dtype=self.dtype, param_dtype=self.param_dtype,
-          name=f'decoder{i}_conv1')(x, skip, size)
+          kernels=self.kernels, name=f'decoder{i}_conv1')(x, skip, size)
       x = block(width, name=f'decoder{i}_conv2')(x)
     logits = Conv(self.num_classes, (3, 3), padding=((1, 1), (1, 1)),
                   dtype=self.dtype, param_dtype=self.param_dtype,
-                  name='classifier', **head_init)(x).astype(jnp.float32)
+                  kernels=self.kernels, name='classifier',
+                  **head_init)(x).astype(jnp.float32)
     if logits.shape[1:3] != (h, w):
       logits = jax.image.resize(logits, (b, h, w, self.num_classes),
                                 'bilinear')

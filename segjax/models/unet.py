@@ -36,12 +36,14 @@ class ConvBlock(nn.Module):
   param_dtype: Any = jnp.float32
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
+  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train):
     for _ in range(2):
       x = Conv(self.features, (3, 3), padding=self.padding, use_bias=False,
-                  dtype=self.dtype, param_dtype=self.param_dtype)(x)
+               dtype=self.dtype, param_dtype=self.param_dtype,
+               kernels=self.kernels)(x)
       x = nn.BatchNorm(use_running_average=not train,
                        momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                        dtype=self.dtype, param_dtype=self.param_dtype)(x)
@@ -69,6 +71,8 @@ class UNet(nn.Module):
     dtype: computation dtype (e.g. jnp.bfloat16 for mixed precision); logits
       are returned in float32 whatever it is.
     param_dtype: parameter dtype.
+    kernels: 'auto', 'segjax' or 'xla': XLA's ops or segjax's formulations
+      of the convs and max-pools (segjax.kernels).
   """
   num_classes: int
   features: Sequence[int] = (32, 64, 128, 256, 512)
@@ -79,6 +83,7 @@ class UNet(nn.Module):
   param_dtype: Any = jnp.float32
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
+  kernels: str = 'auto'
 
   def output_size(self, input_size):
     """Side of the logits for an input side (== input_size with 'same').
@@ -137,9 +142,11 @@ class UNet(nn.Module):
     block = functools.partial(ConvBlock, padding='VALID' if valid else 'SAME',
                               dtype=self.dtype, param_dtype=self.param_dtype,
                               bn_momentum=self.bn_momentum,
-                              bn_epsilon=self.bn_epsilon)
+                              bn_epsilon=self.bn_epsilon,
+                              kernels=self.kernels)
     conv = functools.partial(Conv, dtype=self.dtype,
-                             param_dtype=self.param_dtype)
+                             param_dtype=self.param_dtype,
+                             kernels=self.kernels)
 
     x = images.astype(self.dtype)
     if self.stem_stride > 1:
@@ -153,7 +160,7 @@ class UNet(nn.Module):
     for width in self.features[:-1]:
       x = block(width)(x, train)
       skips.append(x)
-      x = max_pool(x, (2, 2), (2, 2), ((0, 0), (0, 0)))
+      x = max_pool(x, (2, 2), (2, 2), ((0, 0), (0, 0)), self.kernels)
     x = block(self.features[-1])(x, train)
 
     for width, skip in zip(reversed(self.features[:-1]), reversed(skips)):

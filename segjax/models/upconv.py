@@ -25,9 +25,11 @@ Why: on the ResNet-18 U-Net's CPU step (batch 8, 176x240) the decoder's
 first convs, their input gradients and weight gradients over the
 concatenated maps were the largest ops of the profile (decoder3's weight
 gradient, 128 -> 32 channels at 88x120, the largest of all); see
-docs/performance.md for the step before and after. Measured on CPUs only;
-it is used on every backend, since it is the same function with fewer
-FLOPs, but GPU and TPU timings are not measured.
+docs/performance.md for the step before and after.
+
+`kernels` (segjax.kernels) picks the sub-pixel form ('segjax') or the conv
+as written ('xla'); 'auto' takes the sub-pixel form on CPUs only, where it
+was timed, and the conv as written elsewhere.
 """
 
 from typing import Any, Optional, Tuple
@@ -37,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from segjax import kernels as kernels_lib
 from segjax.models.layers import upsample_nearest
 
 _DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
@@ -52,26 +55,17 @@ def _conv(x, kernel, padding):
                                   dimension_numbers=_DIMENSIONS)
 
 
-def upsample_concat_conv(x: jnp.ndarray, skip: Optional[jnp.ndarray],
-                         kernel: jnp.ndarray,
-                         size: Tuple[int, int]) -> jnp.ndarray:
-  """3x3 'same' conv of [upsample_nearest(x, size), skip], no bias.
+def _as_written(x, skip, kernel, size):
+  """Upsample, concatenate, one 3x3 conv."""
+  up = upsample_nearest(x, size)
+  if skip is not None:
+    up = jnp.concatenate([up, skip], axis=-1)
+  return _conv(up, kernel, ((1, 1), (1, 1)))
 
-  Args:
-    x: [B, h, w, Cx] features to upsample.
-    skip: [B, H, W, Cs] with (H, W) = size, or None.
-    kernel: [3, 3, Cx + Cs, F], x's input channels first; x.dtype.
-    size: (H, W), each >= x's.
 
-  Returns:
-    [B, H, W, F], x.dtype.
-  """
+def _sub_pixel(x, skip, kernel):
+  """The same at size = 2x x's: four 2x2 convs of x (module docstring)."""
   b, h, w, cx = x.shape
-  if tuple(size) != (2 * h, 2 * w):
-    up = upsample_nearest(x, size)
-    if skip is not None:
-      up = jnp.concatenate([up, skip], axis=-1)
-    return _conv(up, kernel, ((1, 1), (1, 1)))
   rows = []
   for pr in range(2):
     cols = []
@@ -87,12 +81,40 @@ def upsample_concat_conv(x: jnp.ndarray, skip: Optional[jnp.ndarray],
   return out
 
 
+def upsample_concat_conv(x: jnp.ndarray, skip: Optional[jnp.ndarray],
+                         kernel: jnp.ndarray, size: Tuple[int, int],
+                         kernels: str = 'auto') -> jnp.ndarray:
+  """3x3 'same' conv of [upsample_nearest(x, size), skip], no bias.
+
+  Args:
+    x: [B, h, w, Cx] features to upsample.
+    skip: [B, H, W, Cs] with (H, W) = size, or None.
+    kernel: [3, 3, Cx + Cs, F], x's input channels first; x.dtype.
+    size: (H, W), each >= x's.
+    kernels: one of `segjax.kernels.KERNELS`: the sub-pixel form at
+      exactly 2x ('segjax'), the conv as written ('xla'), or per platform
+      ('auto'). Other sizes always take the conv as written.
+
+  Returns:
+    [B, H, W, F], x.dtype.
+  """
+  kernels_lib.check(kernels)
+  size = tuple(size)
+  if size != (2 * x.shape[1], 2 * x.shape[2]):
+    return _as_written(x, skip, kernel, size)
+  return kernels_lib.choose(
+      kernels, 'upconv', _sub_pixel,
+      lambda x, skip, kernel: _as_written(x, skip, kernel, size),
+      x, skip, kernel)
+
+
 class _UpConcatConv(nn.Module):
   """The 'conv' of `UpConcatConvBNReLU`: nn.Conv's kernel, no bias."""
   features: int
   kernel_init: Any = nn.initializers.lecun_normal()  # nn.Conv's default.
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, skip, size):
@@ -102,7 +124,7 @@ class _UpConcatConv(nn.Module):
     x = jnp.asarray(x, self.dtype)
     skip = None if skip is None else jnp.asarray(skip, self.dtype)
     return upsample_concat_conv(x, skip, jnp.asarray(kernel, self.dtype),
-                                size)
+                                size, self.kernels)
 
 
 class UpConcatConvBNReLU(nn.Module):
@@ -110,20 +132,22 @@ class UpConcatConvBNReLU(nn.Module):
 
   Attributes as `layers.ConvBNReLU`'s (3x3, not separable): `features`,
   `norm` (a BatchNorm partial), `kernel_init` (None: Flax's LeCun normal),
-  `dtype`, `param_dtype`. Call with x [B, h, w, Cx], skip [B, H, W, Cs] or
-  None, and size (H, W); returns [B, H, W, features].
+  `dtype`, `param_dtype`, `kernels` (segjax.kernels). Call with x
+  [B, h, w, Cx], skip [B, H, W, Cs] or None, and size (H, W); returns
+  [B, H, W, features].
   """
   features: int
   norm: Any = None
   kernel_init: Any = None
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  kernels: str = 'auto'
 
   @nn.compact
   def __call__(self, x, skip, size):
     init = {} if self.kernel_init is None else {
         'kernel_init': self.kernel_init}
     x = _UpConcatConv(self.features, dtype=self.dtype,
-                      param_dtype=self.param_dtype, name='conv',
-                      **init)(x, skip, size)
+                      param_dtype=self.param_dtype, kernels=self.kernels,
+                      name='conv', **init)(x, skip, size)
     return nn.relu(self.norm(name='bn')(x))

@@ -36,9 +36,8 @@ def auto_count(batch_sizes, cores=None):
 
 def batch_sizes(config):
   """The per-step batch sizes a device count must divide."""
-  accum = config.get('grad_accum_steps', 1) or 1
-  sizes = [config.batch_size, config.get('eval_batch_size') or
-           config.batch_size]
+  accum = config.grad_accum_steps
+  sizes = [config.batch_size, config.eval_batch_size or config.batch_size]
   if isinstance(accum, int) and accum > 0 and config.batch_size % accum == 0:
     sizes.append(config.batch_size // accum)
   return [s for s in sizes if isinstance(s, int) and s > 0]
@@ -49,14 +48,14 @@ def configure(config, *more):
   None where it left JAX's default (see the module docstring). `more`
   configs (a sweep's other points) add their batch sizes and meshes."""
   configs = (config,) + more
-  requested = config.get('cpu_devices', -1)
+  requested = config.cpu_devices
   if not (isinstance(requested, int) and (requested == -1 or requested >= 1)):
     from segjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
     raise ConfigError(f'config.cpu_devices={requested!r}: -1 (one per core '
                       'that divides the batch) or a positive int.')
   if _XLA_FLAG in os.environ.get('XLA_FLAGS', ''):
     return None
-  if any(tuple(tuple(a) for a in c.get('mesh', (('data', -1),))) != (
+  if any(tuple(tuple(a) for a in c.mesh) != (
       ('data', -1),) for c in configs):
     return None
   if requested == -1:

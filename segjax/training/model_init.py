@@ -96,14 +96,14 @@ def load(init_config, variables):
     ConfigError: unknown source, nothing usable at `path`, or nothing
       loaded.
   """
-  source = init_config.get('source', 'segjax')
-  path = init_config.get('path')
+  source = init_config.source
+  path = init_config.path
   if not path:
     raise ConfigError('config.model_init.path is not set.')
   if source == 'segjax':
     new, report = _from_checkpoint(
-        flax.core.unfreeze(variables), path, init_config.get('step'),
-        tuple(init_config.get('exclude', ()) or ()))
+        flax.core.unfreeze(variables), path, init_config.step,
+        tuple(init_config.exclude))
   elif source in pretrained.SOURCES:
     if not epath.Path(path).exists():
       raise ConfigError(f'config.model_init.path={path!r} does not exist.')

@@ -1,16 +1,14 @@
-"""The pure train and eval steps. Jitting and sharding happen in `train.py`.
+"""The pure train step. Jitting and sharding happen in `train.py`.
 
-Both take the whole state and a global batch and return new values; nothing
+It takes the whole state and a global batch and returns new values; nothing
 is read from or written to anywhere else, so the same function runs on one
 device or many, and `jax.jit` with shardings does the distribution.
 """
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from segjax import metrics
 from segjax.models.inputs import model_inputs
 
 
@@ -24,9 +22,8 @@ def _micro_batches(x, k):
   return x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1)
 
 
-def make_train_step(model, tx, loss_fn, schedule, *, accum_steps=1,
-                    aux_loss_weight=0.0, ema_decay=0.0,
-                    sigmoid_threshold=None):
+def make_train_step(model, tx, loss_fn, schedule, *, metrics_fn=None,
+                    accum_steps=1, aux_loss_weight=0.0, ema_decay=0.0):
   """Builds `train_step(state, batch) -> (state, metrics)`.
 
   Args:
@@ -39,6 +36,9 @@ def make_train_step(model, tx, loss_fn, schedule, *, accum_steps=1,
       batch the whole batch dict; e.g. `segjax.losses.build_loss` (which
       reads batch['labels']) or `segjax.losses.build_panoptic_loss`.
     schedule: `step -> learning rate`, only for logging.
+    metrics_fn: `(outputs, batch) -> {name: (numerator, denominator)}`,
+      the task's train metrics (`Task.train_metrics`), logged as
+      numerator / max(denominator, 1) over the whole batch.
     accum_steps: split the batch into this many micro-batches, run them one
       after another (`lax.scan`) and apply the mean of their gradients in one
       update: the memory of a micro-batch, the update of the whole batch.
@@ -49,16 +49,13 @@ def make_train_step(model, tx, loss_fn, schedule, *, accum_steps=1,
     ema_decay: the state's `ema_params` / `ema_batch_stats` become
       d * ema + (1 - d) * new after each update, with
       d = min(ema_decay, (1 + step) / (10 + step)); 0 = no EMA.
-    sigmoid_threshold: None for softmax logits (pixel accuracy of the
-      argmax); for sigmoid logits (the binary task, channel 0 = foreground)
-      the probability above which a pixel is foreground.
 
   The batch holds 'image' [B, H, W, 3] uint8 (or float32, already
   normalised), 'labels' [B, H, W] int32 and whatever else the loss reads
   (e.g. Panoptic-DeepLab's targets), every entry [B, ...]. Metrics are float32 scalars:
   'loss', each loss term ('loss_<name>', 'loss_aux'), 'learning_rate',
-  'grad_norm', 'param_norm', 'update_norm', and 'pixel_accuracy' over
-  non-ignored pixels.
+  'grad_norm', 'param_norm', 'update_norm', and those of `metrics_fn`
+  (e.g. 'pixel_accuracy' over non-ignored pixels).
   """
   mutable = ['batch_stats'] + (['intermediates'] if aux_loss_weight else [])
 
@@ -76,19 +73,8 @@ def make_train_step(model, tx, loss_fn, schedule, *, accum_steps=1,
       aux_total, _ = loss_fn(aux_logits.astype(jnp.float32), batch)
       terms['loss_aux'] = aux_total
       total = total + aux_loss_weight * aux_total
-    logits = outputs['semantic'] if isinstance(outputs, dict) else outputs
-    labels = batch['labels']
-    if sigmoid_threshold is None:
-      num_classes = logits.shape[-1]
-      predictions = jnp.argmax(logits, -1)
-    else:  # sigmoid(x) >= t, as a logit cut.
-      num_classes = 2
-      cut = np.log(sigmoid_threshold) - np.log1p(-sigmoid_threshold)
-      predictions = (logits[..., 0] >= cut).astype(jnp.int32)
-    valid = (labels >= 0) & (labels < num_classes)
-    correct = ((predictions == labels) & valid).sum()
-    return total, (terms, new_vars.get('batch_stats', {}),
-                   (correct, valid.sum()))
+    counts = metrics_fn(outputs, batch) if metrics_fn else {}
+    return total, (terms, new_vars.get('batch_stats', {}), counts)
 
   grad_fn = jax.value_and_grad(loss_of, has_aux=True)
 
@@ -136,7 +122,6 @@ def make_train_step(model, tx, loss_fn, schedule, *, accum_steps=1,
       new_state = new_state.replace(
           ema_params=ema(state.ema_params, params),
           ema_batch_stats=ema(state.ema_batch_stats, batch_stats))
-    correct, valid = counts
     step_metrics = {
         'loss': loss,
         **terms,
@@ -144,39 +129,9 @@ def make_train_step(model, tx, loss_fn, schedule, *, accum_steps=1,
         'grad_norm': optax.tree.norm(grads),
         'param_norm': optax.tree.norm(params),
         'update_norm': optax.tree.norm(updates),
-        'pixel_accuracy': correct / jnp.maximum(valid, 1),
+        **{name: num / jnp.maximum(den, 1)
+           for name, (num, den) in counts.items()},
     }
     return new_state, step_metrics
 
   return train_step
-
-
-def make_eval_step(model, num_classes, ignore_index):
-  """Builds `eval_step(variables, batch) -> (stats, predictions)`.
-
-  Args:
-    variables: {'params': ..., 'batch_stats': ...} to evaluate (the raw or
-      the EMA ones).
-
-  The batch holds 'image' [B, H, W, 3] uint8, 'labels' [B, H, W] int32 and
-  'mask' [B] bool (False on padding examples, which count nowhere).
-
-  Returns:
-    stats: {'confusion_matrix': [C, C] int32 (global sum over devices),
-            'num_examples': int32 count of real examples}.
-    predictions: [B, H, W] int32 argmax classes.
-  """
-
-  def eval_step(variables, batch):
-    images = model_inputs(batch['image'])
-    logits = model.apply(variables, images, train=False)
-    predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    mask = batch['mask'][:, None, None]
-    labels = jnp.where(mask, batch['labels'], ignore_index)
-    cm = metrics.confusion_matrix(labels, predictions, num_classes,
-                                  ignore_index=ignore_index)
-    stats = {'confusion_matrix': cm,
-             'num_examples': batch['mask'].sum().astype(jnp.int32)}
-    return stats, predictions
-
-  return eval_step

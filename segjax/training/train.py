@@ -13,23 +13,20 @@ import os
 from absl import logging
 from etils import epath
 import jax
-import jax.numpy as jnp
 from jax.experimental import multihost_utils
 
-from segjax import losses
 from segjax import models
+from segjax import tasks
 from segjax.data import datasets
 from segjax.data import pipeline
 from segjax.errors import ConfigError
-from segjax.training import binary as binary_lib
+from segjax.evaluation import loop as eval_loop
+from segjax.parallel import sharding as sharding_lib
 from segjax.training import checkpointing
-from segjax.training import evaluation
 from segjax.training import model_init
 from segjax.training import monitoring
 from segjax.training import optimizer as optimizer_lib
-from segjax.training import panoptic as panoptic_lib
 from segjax.training import run_record
-from segjax.parallel import sharding as sharding_lib
 from segjax.training import state as state_lib
 from segjax.training import steps as steps_lib
 
@@ -62,39 +59,26 @@ def check_config(config):
   """Checks what would otherwise fail deep inside JAX or tf.data."""
   for field in ('batch_size', 'num_train_steps', 'log_every_steps',
                 'eval_every_steps', 'checkpoint_every_steps'):
-    value = config.get(field)
+    value = config[field]
     if not isinstance(value, int) or value < 1:
       raise ConfigError(f'config.{field} must be a positive int, got '
                         f'{value!r}.')
   n = jax.device_count()
   for field in ('batch_size', 'eval_batch_size'):
-    value = config.get(field) or config.batch_size
+    value = config[field] or config.batch_size
     if value % n:
       raise ConfigError(
           f'config.{field}={value} is not divisible by the number of devices '
           f'({n}); use a multiple of {n}, e.g. {max(n, value // n * n)}.')
-  k = config.get('grad_accum_steps', 1)
+  k = config.grad_accum_steps
   if not isinstance(k, int) or k < 1 or config.batch_size % (k * n):
     raise ConfigError(
         f'config.grad_accum_steps={k!r}: must be a positive int, and '
         f'batch_size={config.batch_size} must split into {k} micro-batches '
         f'that the {n} devices share evenly (a multiple of {k * n}).')
-  ema = config.get('ema_decay', 0.0) or 0.0
+  ema = config.ema_decay
   if not 0.0 <= ema < 1.0:
     raise ConfigError(f'config.ema_decay={ema!r} must be in [0, 1).')
-
-
-def _model_dtypes(model_config):
-  """`config.model` with 'dtype' / 'param_dtype' names made JAX dtypes."""
-  model_config = dict(model_config)
-  for key in ('dtype', 'param_dtype'):
-    if isinstance(model_config.get(key), str):
-      try:
-        model_config[key] = jnp.dtype(model_config[key])
-      except TypeError as e:
-        raise ConfigError(f'config.model.{key}={model_config[key]!r} is not '
-                          'a dtype (e.g. "bfloat16").') from e
-  return model_config
 
 
 def _initial_state(config, model, tx, image_shape, mesh, shardings, ema):
@@ -102,8 +86,8 @@ def _initial_state(config, model, tx, image_shape, mesh, shardings, ema):
   state, _ = state_lib.create_train_state(
       model, tx, image_shape, jax.random.PRNGKey(config.seed), mesh,
       shardings=shardings, ema=ema)
-  init_config = config.get('model_init')
-  if not init_config or not init_config.get('path'):
+  init_config = config.model_init
+  if not init_config.path:
     return state
   variables, report = model_init.load(init_config,
                                       jax.device_get(state.variables()))
@@ -153,6 +137,34 @@ def _check_memory(compiled, limit_bytes):
   return need
 
 
+def _evaluate(evaluator, variables, step, split, config, task, builder,
+              record, tag=None):
+  """One pass over `split`: writes its metrics row and image panel.
+
+  Returns:
+    The task's row of scores ({name: float}).
+  """
+  tag = tag or split
+  eval_batch = config.eval_batch_size or config.batch_size
+  _, ds = pipeline.eval_dataset(
+      config.data, split, eval_batch, process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      with_instances='instances' in task.eval_fields)
+  result = evaluator.run(variables, pipeline.as_numpy(ds),
+                         panel_size=config.num_images_to_save)
+  row = result.row
+  expected = builder.info.splits[split].num_examples
+  if row['num_examples'] != expected:  # The padding logic is broken.
+    raise RuntimeError(f'Evaluated {row["num_examples"]} examples of '
+                       f'{split!r}, expected {expected}.')
+  record.write_metrics(step, tag, row)
+  if result.panel is not None:
+    record.write_image(f'step_{step:07d}_{tag}', result.panel)
+  logging.info('step %d %s: %s (%d images)', step, tag, task.summary(row),
+               row['num_examples'])
+  return row
+
+
 def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir`, resuming if it holds a checkpoint.
 
@@ -168,30 +180,14 @@ def train_and_evaluate(config, workdir):
   workdir = prepare_workdir(workdir)
   check_config(config)
   spec = datasets.get_spec(config.data.name)
-  ignore_index = config.data.get('ignore_index', datasets.IGNORE_INDEX)
-  num_classes = spec.num_classes
-  ema_decay = float(config.get('ema_decay', 0.0) or 0.0)
-  panoptic, targets, binary, boundary_width = None, None, None, None
-  task = binary_lib.task(config)
-  if task == 'panoptic':
-    panoptic = panoptic_lib.options(config, spec)
-    targets = panoptic_lib.target_kwargs(panoptic, spec, ignore_index)
-  elif task == 'binary':
-    binary = binary_lib.options(config, spec)
-    if binary['boundary']:
-      boundary_width = binary['boundary_width']
+  ema_decay = float(config.ema_decay)
+  task = tasks.get_task(config, spec)
   try:
-    model = models.build_model(_model_dtypes(config.model),
-                               binary_lib.num_outputs(config, num_classes))
-    if panoptic is not None:
-      loss_fn = losses.build_panoptic_loss(config.loss,
-                                           ignore_index=ignore_index)
-    elif binary is not None:
-      loss_fn = binary_lib.build_loss(config.loss, binary, ignore_index)
-    else:
-      loss_fn = losses.build_loss(config.loss, ignore_index=ignore_index)
+    model = models.build_model(config.model,
+                               task.num_outputs())
   except ValueError as e:
     raise ConfigError(str(e)) from e
+  loss_fn = task.loss_fn()
 
   record = run_record.RunRecord(workdir)
   record.write_config(config)
@@ -202,30 +198,29 @@ def train_and_evaluate(config, workdir):
     multihost_utils.sync_global_devices('segjax: data set prepared')
   builder = datasets.builder_for(config.data, prepare=False)
 
-  best_tag, _, best_metric = config.get(
-      'best_checkpoint_metric', 'validation/miou').rpartition('/')
+  best_tag, _, best_metric = config.best_checkpoint_metric.rpartition('/')
   checkpointer = checkpointing.Checkpointer(
       workdir / 'checkpoints', config.checkpoint_every_steps,
-      config.get('keep_checkpoints', 3), best_metric=best_metric,
-      keep_best=config.get('keep_best_checkpoints', 1),
-      best_mode=config.get('best_checkpoint_mode', 'max'))
-  data_seed = config.get('data_seed', config.seed)
+      config.keep_checkpoints, best_metric=best_metric,
+      keep_best=config.keep_best_checkpoints,
+      best_mode=config.best_checkpoint_mode)
+  data_seed = config.seed if config.data_seed is None else config.data_seed
   # The stream's element shapes fix the compiled step's (building a tf.data
   # pipeline reads nothing yet).
   element = pipeline.train_dataset(
       config.data, config.batch_size, seed=data_seed,
       process_count=jax.process_count(),
-      panoptic_targets=targets, boundary_width=boundary_width).element_spec
+      targets=task.train_targets()).element_spec
   if not element['image'].shape.is_fully_defined():
     raise ConfigError(
         f'{config.data.name!r} images have no fixed size '
         f'({element["image"].shape[1:]}); end config.data.augment='
-        f'{config.data.get("augment")!r} with crop(h, w) or resize(h, w).')
+        f'{config.data.augment!r} with crop(h, w) or resize(h, w).')
   image_shape = tuple(element['image'].shape[1:])
   layout = {'examples_per_epoch': pipeline.num_train_examples(config.data),
             'global_batch': config.batch_size, 'data_seed': data_seed}
 
-  mesh = sharding_lib.mesh_from_config(config.get('mesh'))
+  mesh = sharding_lib.mesh_from_config(config.mesh)
   try:  # Tracing the model's init surfaces its own checks as ValueErrors.
     abstract_vars = jax.eval_shape(
         lambda: state_lib.init_variables(model, image_shape,
@@ -234,7 +229,7 @@ def train_and_evaluate(config, workdir):
         config, config.num_train_steps, abstract_vars['params'])
     abstract = state_lib.abstract_state(
         model, tx, image_shape, mesh, ema=bool(ema_decay),
-        fsdp_min_size=config.get('fsdp_min_size', 2**14))
+        fsdp_min_size=config.fsdp_min_size)
   except ValueError as e:
     raise ConfigError(f'config.model: {e}') from e
   shardings = jax.tree.map(lambda x: x.sharding, abstract)
@@ -254,8 +249,7 @@ def train_and_evaluate(config, workdir):
   train_ds = pipeline.train_dataset(
       config.data, config.batch_size, seed=data_seed, start_step=start_step,
       start_position=start_position, process_index=jax.process_index(),
-      process_count=jax.process_count(), panoptic_targets=targets,
-      boundary_width=boundary_width)
+      process_count=jax.process_count(), targets=task.train_targets())
 
   def position(step):
     """What a checkpoint at `step` records about the input stream."""
@@ -271,11 +265,10 @@ def train_and_evaluate(config, workdir):
 
   train_step = jax.jit(
       steps_lib.make_train_step(
-          model, tx, loss_fn, schedule,
-          accum_steps=config.get('grad_accum_steps', 1),
-          aux_loss_weight=config.get('aux_loss_weight', 0.0),
-          ema_decay=ema_decay,
-          sigmoid_threshold=None if binary is None else binary['threshold']),
+          model, tx, loss_fn, schedule, metrics_fn=task.train_metrics,
+          accum_steps=config.grad_accum_steps,
+          aux_loss_weight=config.aux_loss_weight,
+          ema_decay=ema_decay),
       # The batch keeps the sharding to_global_array gave it.
       in_shardings=(shardings, None),
       out_shardings=(shardings, sharding_lib.replicated(mesh)),
@@ -285,7 +278,7 @@ def train_and_evaluate(config, workdir):
   }, mesh)
   compiled_train_step = train_step.lower(abstract, batch_spec).compile()
   step_bytes = _check_memory(compiled_train_step,
-                             config.get('memory_limit_bytes'))
+                             config.memory_limit_bytes)
   flops = monitoring.flops_of(compiled_train_step, mesh.devices.size)
   num_params = state_lib.count_params(state.params)
   logging.info('Model %s: %d parameters, %.3g GFLOP and %.3g GiB per train '
@@ -293,20 +286,23 @@ def train_and_evaluate(config, workdir):
                (step_bytes or 0) / 2**30)
   record.write_run_info(
       num_params=num_params, flops_per_train_step=flops,
-      resumed_from_step=latest, num_classes=num_classes,
+      resumed_from_step=latest, num_classes=spec.num_classes,
       class_names=list(spec.class_names),
-      thing_classes=list(spec.thing_classes))
+      thing_classes=list(spec.thing_classes),
+      ignore_index=spec.ignore_index, task=config.task,
+      kernels=config.model.kernels)
 
-  evaluator = evaluation.Evaluator(
-      config, model, spec, builder, mesh,
-      {'params': shardings.params, 'batch_stats': shardings.batch_stats},
-      record, panoptic=panoptic, binary=binary)
+  evaluator = eval_loop.Evaluator(
+      task, *eval_loop.make_forward(model, task), mesh,
+      {'params': shardings.params, 'batch_stats': shardings.batch_stats})
 
   def evaluate(step, split):
-    scores = {split: evaluator.evaluate(state.variables(), step, split)}
+    scores = {split: _evaluate(evaluator, state.variables(), step, split,
+                               config, task, builder, record)}
     if ema_decay:
-      scores[f'{split}_ema'] = evaluator.evaluate(
-          state.variables(ema=True), step, split, tag=f'{split}_ema')
+      scores[f'{split}_ema'] = _evaluate(
+          evaluator, state.variables(ema=True), step, split, config, task,
+          builder, record, tag=f'{split}_ema')
     return scores
 
   try:  # Saves already started complete even if a step fails.
@@ -315,7 +311,7 @@ def train_and_evaluate(config, workdir):
                                    config.batch_size, flops)
     history = []  # Per-step metrics on the device since the last fetch.
     results = {}  # split -> scores of the latest evaluation.
-    eval_split = config.data.get('eval_split', 'validation')
+    eval_split = config.data.eval_split
     if start_step < config.num_train_steps:
       logging.info('Training from step %d to %d.', start_step,
                    config.num_train_steps)
@@ -360,7 +356,7 @@ def train_and_evaluate(config, workdir):
           return {}
 
     final_step = int(state.step)
-    for split in [eval_split] + list(config.data.get('final_eval_splits', ())):
+    for split in [eval_split] + list(config.data.final_eval_splits):
       if split in results:
         continue
       if split not in builder.info.splits:  # E.g. CamVid without test/.

@@ -1,64 +1,15 @@
-"""The trainer's optional config fields, declared once for every experiment.
+"""Config blocks that a task or a model adds to the base config.
 
-An experiment's `get_config` calls `add_trainer_options(config)` after it has
-set `config.optimizer`, so that each field below exists (at its default) and
-`--config.<field>=...` can set it; a field an experiment already set is left
-as it is. What the fields do: docs/training.md.
+  add_panoptic_options(config, image_height)  `config.panoptic`, task
+                                              'panoptic' (Panoptic-DeepLab)
+  add_binary_options(config, **fields)        `config.binary`, task 'binary'
+  panoptic_deeplab_widths(size)               Panoptic-DeepLab's widths
+
+What the fields do: segjax/tasks/panoptic.py, segjax/tasks/binary.py and
+docs/instances.md.
 """
 
 import ml_collections
-
-_placeholder = ml_collections.config_dict.placeholder
-
-
-def add_trainer_options(config):
-  """Adds the optional trainer fields `config` does not set yet.
-
-  Args:
-    config: an experiment's ConfigDict with `optimizer` set.
-
-  Returns:
-    `config`, for chaining.
-  """
-  defaults = {
-      # EMA of the weights, evaluated and saved beside them (0 = off).
-      'ema_decay': 0.0,
-      # Micro-batches per step (gradient accumulation).
-      'grad_accum_steps': 1,
-      # Loss weight of an auxiliary head (FCN aux_head=True).
-      'aux_loss_weight': 0.0,
-      # Start from other weights: a torchvision / timm backbone file or
-      # another segjax run (source 'segjax').
-      'model_init': ml_collections.ConfigDict({
-          'path': _placeholder(str), 'source': 'segjax',
-          'step': _placeholder(int), 'exclude': ()}),
-      # Besides the latest checkpoints, keep the best by
-      # '<eval split>/<metric>' (higher is better; best_checkpoint_mode).
-      'keep_best_checkpoints': 1,
-      'best_checkpoint_metric': 'validation/miou',
-      'best_checkpoint_mode': 'max',
-      # Stop before training when the compiled step needs more bytes per
-      # device than this (None: the device's own limit where reported).
-      'memory_limit_bytes': _placeholder(int),
-      # Device mesh: (axis, size) pairs over 'data', 'fsdp', 'spatial'
-      # (docs/scaling.md); state leaves this large are split over 'fsdp'.
-      'mesh': (('data', -1),),
-      'fsdp_min_size': 2**14,
-      # XLA:CPU devices (training/cpu_devices.py): -1 = one per core, as
-      # many as divide the batch; N = N. No effect on GPUs / TPUs.
-      'cpu_devices': -1,
-  }
-  for key, value in defaults.items():
-    if key not in config:
-      config[key] = value
-  optimizer_defaults = {
-      'freeze': (),  # Regexes of parameter paths.
-      'lr_multipliers': (),  # ((regex, factor), ...)
-  }
-  for key, value in optimizer_defaults.items():
-    if key not in config.optimizer:
-      config.optimizer[key] = value
-  return config
 
 
 # Panoptic-DeepLab's published settings are for Cityscapes crops of
@@ -68,7 +19,7 @@ _REFERENCE_HEIGHT = 1024
 
 
 def add_panoptic_options(config, image_height, **overrides):
-  """Sets `config.panoptic` for a panoptic model (Panoptic-DeepLab).
+  """Sets `config.panoptic` and `config.task = 'panoptic'` (Panoptic-DeepLab).
 
   Args:
     config: an experiment's ConfigDict.
@@ -107,11 +58,12 @@ def add_panoptic_options(config, image_height, **overrides):
     raise ValueError(f'add_panoptic_options: unknown field(s) {unknown}.')
   fields.update(overrides)
   config.panoptic = ml_collections.ConfigDict(fields)
+  config.task = 'panoptic'
   return config
 
 
-# `config.binary` fields and their defaults (segjax/training/binary.py
-# checks them; docs/instances.md says what they do).
+# `config.binary` fields and their defaults (segjax/tasks/binary.py checks
+# them; docs/instances.md says what they do).
 BINARY_DEFAULTS = {
     # Probability threshold: foreground (scores, instances) and boundary.
     'threshold': 0.5,
@@ -136,9 +88,9 @@ BINARY_DEFAULTS = {
 def add_binary_options(config, **overrides):
   """Sets `config.binary`: a sigmoid head (the trainer's 'binary' task).
 
-  Its presence switches the trainer from softmax logits (one per class) to
-  one sigmoid logit per pixel (foreground = any class but 0), plus one for
-  instance boundaries with `boundary=True`.
+  Sets `config.task = 'binary'`: one sigmoid logit per pixel (foreground =
+  any class but 0) instead of softmax logits (one per class), plus one for
+  instance boundaries with `boundary=True` (segjax/tasks/binary.py).
 
   Args:
     config: an experiment's ConfigDict.
@@ -156,6 +108,7 @@ def add_binary_options(config, **overrides):
     raise ValueError(f'add_binary_options: unknown field(s) {unknown}; '
                      f'known: {sorted(BINARY_DEFAULTS)}.')
   config.binary = ml_collections.ConfigDict({**BINARY_DEFAULTS, **overrides})
+  config.task = 'binary'
   return config
 
 
