@@ -22,9 +22,19 @@ Variants (`--config experiments/camvid_deeplabv3plus.py:cpu`):
 
 Select on `validation`; `test` is evaluated at the end when the CamVid
 folder has `test/` + `testannot/`. Trained from scratch (no weights can be
-downloaded here); with an ImageNet backbone file add
-`--config.model_init.path=resnet50.pth --config.model_init.source=torchvision`
-(segjax/training/model_init.py; docs/training.md).
+downloaded here); with an ImageNet backbone file, torchvision's weights for
+the variant's ResNet (ResNet-50, or ResNet-18 for `cpu` / `local` /
+`tiny`; e.g. the `.pth` that `torchvision.models.resnet50(weights=
+'IMAGENET1K_V1')` saves under ~/.cache/torch/hub/checkpoints/), add
+
+  --config.model_init.path=resnet50.pth --config.model_init.source=torchvision
+
+The file is read without PyTorch and without running its pickle: a file
+holding anything but tensors, or in torch.save's pre-1.6 format, is refused
+(segjax/models/pretrained.py gives a one-command conversion to
+.safetensors). Every array of the backbone must load; ASPP, decoder and
+classifier start as initialised (segjax/training/model_init.py;
+docs/training.md).
 """
 
 from segjax.configs import base

@@ -12,8 +12,20 @@ encoder: the model of experiments/peers/smp_camvid_train.py, 14,329,659
 parameters in both), `:local` a short CPU run, `:tiny` for tests. The
 encoder-decoder is segmentation_models_pytorch's `Unet` layout, initialised
 as SMP initialises it (`init_scheme='torchvision'`);
-`--config.model.name=unet` gives the paper's plain U-Net. ImageNet encoder:
-`--config.model_init.path=resnet34.pth --config.model_init.source=torchvision`.
+`--config.model.name=unet` gives the paper's plain U-Net.
+
+ImageNet encoder: torchvision's weights file for the variant's ResNet
+(ResNet-34, or ResNet-18 for `:cpu` / `:local` / `:tiny`), e.g. the `.pth`
+that `torchvision.models.resnet34(weights='IMAGENET1K_V1')` saves under
+~/.cache/torch/hub/checkpoints/, or any `torch.save(model.state_dict())`:
+
+  --config.model_init.path=resnet34.pth --config.model_init.source=torchvision
+
+segjax reads it without PyTorch and without running its pickle: only
+tensors are rebuilt, and a file holding anything else, or in torch.save's
+pre-1.6 format, is refused (segjax/models/pretrained.py gives a one-command
+conversion to .safetensors). Every array of the encoder must load; the
+decoder and head start as initialised (segjax/training/model_init.py).
 """
 
 import importlib.util
@@ -31,6 +43,9 @@ _spec.loader.exec_module(camvid_deeplabv3plus)
 
 def get_config(arg=None):
   """The DeepLabV3+ recipe with a U-Net; `arg` picks a variant."""
+  if arg not in (None, '', 'gpu', 'cpu', 'local', 'tiny'):
+    raise ValueError(f'Unknown variant {arg!r} of camvid_unet; use "gpu" '
+                     '(= nothing), "cpu", "local" or "tiny".')
   config = camvid_deeplabv3plus.get_config(arg)
   config.model = base.get_config().model  # None of DeepLabV3+'s fields.
   config.model.name = 'resnet_unet'

@@ -1,6 +1,6 @@
 r"""Runs a trained checkpoint on your own images.
 
-  python -m segjax.predict --workdir runs/camvid --input photo.jpg more/ \
+  python -m segjax.predict --workdir runs/camvid --input photo.jpg,more/ \
       --output preds/ [--checkpoint best|latest|STEP] [--ema]
       [--max_pixels 64000000] [--config.inference.flip=True ...]
 
@@ -13,10 +13,17 @@ and for panoptic models also
   <stem>_panoptic.png        COCO panoptic format (id = R + 256 G + 256^2 B)
   <stem>_panoptic.json       its segments (category_id = segjax class id)
   <stem>_panoptic_color.png  each instance its own shade of its class colour
-An image over --max_pixels is refused before decoding (decompression
-bombs); an unreadable file is reported and skipped; the others still
-complete. Exit status 0 when every image was written, 1 when some failed,
-2 for a bad workdir or flag.
+One --input (a folder or a file) writes straight into --output; several
+(`--input x,y`) write into a subfolder per input folder (a file's: its
+parent folder): x/a.png -> preds/x/a_labels.png, y/a.png ->
+preds/y/a_labels.png; two input folders of the same name get x and x_2.
+Images of the same stem in one folder (a.png, a.jpg) get a and a_jpg. No
+two inputs ever share an output file (segjax/inference/predict.py has the
+rules). An image over --max_pixels is refused before decoding
+(decompression bombs); an unreadable file is reported and skipped; the
+others still complete. Exit status 0 when every image was written, 1 when
+some failed, 2 for a bad workdir, input, output (e.g. an existing file) or
+flag.
 """
 
 import sys

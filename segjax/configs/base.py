@@ -93,10 +93,12 @@ def get_config():
   config.grad_accum_steps = 1  # Micro-batches per step.
   config.aux_loss_weight = 0.0  # An auxiliary head's (FCN aux_head=True).
   # Start from other weights: a torchvision / timm backbone file or another
-  # segjax run (source 'segjax').
+  # segjax run (source 'segjax'). allow_missing: regexes of required arrays
+  # the file may lack, e.g. ('head/.*',) for a fine-tuning run's new head
+  # (segjax/training/model_init.py says which arrays are required).
   config.model_init = ml_collections.ConfigDict({
       'path': _placeholder(str), 'source': 'segjax',
-      'step': _placeholder(int), 'exclude': ()})
+      'step': _placeholder(int), 'exclude': (), 'allow_missing': ()})
   # Besides the latest checkpoints, keep the best by '<eval split>/<metric>'
   # (higher is better, or lower with best_checkpoint_mode='min').
   config.keep_best_checkpoints = 1

@@ -21,7 +21,10 @@ Why not TFDS's `scene_parse150`: its builder (version 1.0.0) reads
 ...) is 0 there. Those are not the 150-class semantic labels.
 
 Splits: `train` (20,210 images) and `validation` (2,000). Images of other
-modes than RGB (a few are greyscale) are converted to RGB.
+modes than RGB (a few are greyscale) are converted to RGB. Every image and
+annotation is decoded completely while preparing (RGB JPEGs by TensorFlow's
+decoder too, since their bytes are stored as they are); one that does not
+decode stops the build with a `DataError` naming it.
 """
 
 import os
@@ -29,9 +32,9 @@ import os
 from absl import logging
 from etils import epath
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
 
+from segjax.data import image_files
 from segjax.errors import DataError
 
 IGNORE_INDEX = 255
@@ -91,14 +94,11 @@ def read_label(path, image_size):
     DataError naming the file: unreadable, not single-channel, another size
     than its image (`image_size`, PIL's (width, height)), or a value > 150.
   """
-  try:
-    with Image.open(path) as im:
-      if im.mode not in ('L', 'P', 'I;16', 'I'):
-        raise DataError(f'ade20k: annotation {path} has mode {im.mode!r}; '
-                        'expected a single-channel PNG of class ids.')
-      size, raw = im.size, np.asarray(im)
-  except OSError as e:
-    raise DataError(f'ade20k: cannot read annotation {path}: {e}') from e
+  with image_files.decoded(path, 'ade20k', 'annotation') as im:
+    if im.mode not in ('L', 'P', 'I;16', 'I'):
+      raise DataError(f'ade20k: annotation {path} has mode {im.mode!r}; '
+                      'expected a single-channel PNG of class ids.')
+    size, raw = im.size, np.asarray(im)
   if size != image_size:
     raise DataError(
         f'ade20k: annotation {path} is {size[0]}x{size[1]} (WxH) but its '
@@ -111,14 +111,17 @@ def read_label(path, image_size):
 
 
 def _image(path):
-  """(TFDS image value, (width, height)): the JPEG path when it is RGB."""
-  try:
-    with Image.open(path) as im:
-      if im.mode == 'RGB':
-        return path, im.size  # TFDS copies the JPEG bytes as they are.
-      return np.asarray(im.convert('RGB')), im.size
-  except OSError as e:
-    raise DataError(f'ade20k: cannot read image {path}: {e}') from e
+  """(TFDS image value, (width, height)), the image decoded completely.
+
+  An RGB JPEG is stored as it is (its path), so TensorFlow's decoder must
+  read it too; other modes are converted to an RGB array.
+  """
+  with image_files.decoded(path, 'ade20k', 'image') as im:
+    size = im.size
+    if im.mode != 'RGB':
+      return np.asarray(im.convert('RGB')), size
+  image_files.check_stored(path, 'ade20k', 'image')
+  return path, size  # TFDS copies the JPEG bytes as they are.
 
 
 def find_root(manual_dir):
@@ -136,6 +139,21 @@ def find_root(manual_dir):
   raise DataError(
       f'ade20k: no ADEChallengeData2016/images/training/ and no {_ZIP} in '
       f'{manual_dir}.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}')
+
+
+def sources(manual_dir):
+  """(root, names): the files and folders under root the builder reads.
+
+  For the fingerprint of the prepared data (`segjax.data.fingerprint`).
+
+  Raises:
+    DataError: neither the folder nor the zip (see `find_root`).
+  """
+  kind, root = find_root(manual_dir)
+  if kind == 'zip':
+    return root.parent, [root.name]
+  return root, [f'{top}/{folder}' for top in ('images', 'annotations')
+                for folder in _SPLIT_FOLDERS.values()]
 
 
 class Ade20k(tfds.core.GeneratorBasedBuilder):

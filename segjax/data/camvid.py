@@ -18,6 +18,11 @@ Label maps are single-channel PNGs with one class id per pixel: 0 Sky,
 `ignore_label: 11`, so the benchmark has 11 classes and raw 11 becomes segjax's
 ignore value 255 at build time; any other value is an error naming the file.
 
+Every image and label map is decoded completely while preparing (images
+also by TensorFlow's decoder, since their PNG bytes are stored as they are):
+a truncated or corrupt file stops the build with a `DataError` naming it, and
+TFDS leaves nothing prepared.
+
 Splits: `train` (367), `validation` (from `val/`, 101) and `test` (from
 `test/`, 233 in the standard split) when that folder is present.
 
@@ -30,9 +35,9 @@ Build (segjax does this on first use when `config.data.manual_dir` is set):
 from absl import logging
 from etils import epath
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
 
+from segjax.data import image_files
 from segjax.errors import DataError
 
 CLASS_NAMES = ('sky', 'building', 'pole', 'road', 'pavement', 'tree',
@@ -120,15 +125,12 @@ def read_label(path, image_size):
     DataError naming the file: unreadable, not single-channel, a size that
     differs from the image, or values outside 0..11.
   """
-  try:
-    with Image.open(path) as im:
-      if im.mode not in ('L', 'P', 'I;16', 'I'):
-        raise DataError(f'camvid: label map {path} has mode {im.mode!r}; '
-                        'expected a single-channel PNG of class ids.')
-      size = im.size
-      label = np.asarray(im)
-  except OSError as e:
-    raise DataError(f'camvid: cannot read label map {path}: {e}') from e
+  with image_files.decoded(path, 'camvid', 'label map') as im:
+    if im.mode not in ('L', 'P', 'I;16', 'I'):
+      raise DataError(f'camvid: label map {path} has mode {im.mode!r}; '
+                      'expected a single-channel PNG of class ids.')
+    size = im.size
+    label = np.asarray(im)
   if size != image_size:
     raise DataError(
         f'camvid: label map {path} is {size[0]}x{size[1]} (WxH) but its '
@@ -143,15 +145,37 @@ def read_label(path, image_size):
   return label
 
 
-def _image_size(path):
-  try:
-    with Image.open(path) as im:
-      if im.mode != 'RGB':
-        raise DataError(f'camvid: image {path} has mode {im.mode!r}; '
-                        'expected RGB.')
-      return im.size
-  except OSError as e:
-    raise DataError(f'camvid: cannot read image {path}: {e}') from e
+def check_image(path):
+  """Decodes an RGB image completely; returns its (width, height).
+
+  Its bytes are stored as they are, so TensorFlow's decoder must read them
+  too (see `segjax.data.image_files`).
+
+  Raises:
+    DataError naming the file: unreadable, truncated or not RGB.
+  """
+  with image_files.decoded(path, 'camvid', 'image') as im:
+    if im.mode != 'RGB':
+      raise DataError(f'camvid: image {path} has mode {im.mode!r}; '
+                      'expected RGB.')
+    size = im.size
+  image_files.check_stored(path, 'camvid', 'image')
+  return size
+
+
+def sources(manual_dir):
+  """(root, names): the files and folders under root the builder reads.
+
+  For the fingerprint of the prepared data (`segjax.data.fingerprint`).
+
+  Raises:
+    DataError: no SegNet layout in `manual_dir` (see `find_layout`).
+  """
+  root = find_layout(manual_dir)
+  names = []
+  for folder in _SPLIT_FOLDERS.values():
+    names += [folder, f'{folder}annot', f'{folder}.txt']
+  return root, names
 
 
 class Camvid(tfds.core.GeneratorBasedBuilder):
@@ -192,7 +216,7 @@ class Camvid(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, root, folder):
     for image, label in list_pairs(root, folder):
-      size = _image_size(image)
+      size = check_image(image)
       yield image.stem, {
           'image': image,  # TFDS copies the PNG bytes as they are.
           'segmentation': read_label(label, size)[..., None],

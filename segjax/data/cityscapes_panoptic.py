@@ -31,7 +31,9 @@ are the official ones.
 Splits: `train` (2975 images) and `validation` (500, from `val/`); the test
 labels are placeholders and are not read. Malformed files stop the build with
 a `DataError` naming the file: an image without its instanceIds file, a size
-mismatch, an id that is no Cityscapes label id.
+mismatch, an id that is no Cityscapes label id, a file that does not decode
+completely (every image and map is decoded while preparing; images by
+TensorFlow's decoder too, since their PNG bytes are stored as they are).
 """
 
 import os
@@ -39,9 +41,9 @@ import os
 from absl import logging
 from etils import epath
 import numpy as np
-from PIL import Image
 
 from segjax.data import cityscapes
+from segjax.data import image_files
 from segjax.data.tf_host import tf  # First: hides accelerators from TF.
 import tensorflow_datasets as tfds  # pylint: disable=g-bad-import-order
 
@@ -98,14 +100,11 @@ def convert_instance_ids(raw, path='instanceIds'):
 
 
 def _read_label(path, image_size):
-  try:
-    with Image.open(path) as im:
-      if im.mode not in ('I;16', 'I', 'L'):
-        raise DataError(f'cityscapes_panoptic: {path} has mode {im.mode!r}; '
-                        'expected a 16-bit single-channel PNG.')
-      size, raw = im.size, np.asarray(im)
-  except OSError as e:
-    raise DataError(f'cityscapes_panoptic: cannot read {path}: {e}') from e
+  with image_files.decoded(path, 'cityscapes_panoptic', 'instance map') as im:
+    if im.mode not in ('I;16', 'I', 'L'):
+      raise DataError(f'cityscapes_panoptic: {path} has mode {im.mode!r}; '
+                      'expected a 16-bit single-channel PNG.')
+    size, raw = im.size, np.asarray(im)
   if size != image_size:
     raise DataError(
         f'cityscapes_panoptic: {path} is {size[0]}x{size[1]} (WxH) but its '
@@ -114,15 +113,15 @@ def _read_label(path, image_size):
 
 
 def _image_size(path):
-  try:
-    with Image.open(path) as im:
-      if im.mode != 'RGB':
-        raise DataError(f'cityscapes_panoptic: image {path} has mode '
-                        f'{im.mode!r}; expected RGB.')
-      return im.size
-  except OSError as e:
-    raise DataError(f'cityscapes_panoptic: cannot read image {path}: '
-                    f'{e}') from e
+  """Decodes an RGB image completely (by TensorFlow too: its bytes are
+  stored as they are); returns its (width, height)."""
+  with image_files.decoded(path, 'cityscapes_panoptic', 'image') as im:
+    if im.mode != 'RGB':
+      raise DataError(f'cityscapes_panoptic: image {path} has mode '
+                      f'{im.mode!r}; expected RGB.')
+    size = im.size
+  image_files.check_stored(path, 'cityscapes_panoptic', 'image')
+  return size
 
 
 def find_sources(manual_dir):
@@ -146,6 +145,21 @@ def find_sources(manual_dir):
       'cityscapes_panoptic: found neither leftImg8bit/ + gtFine/ nor '
       f'{" + ".join(_ZIPS)} in {" or ".join(str(c) for c in candidates)}.\n'
       f'{MANUAL_DOWNLOAD_INSTRUCTIONS}')
+
+
+def sources(manual_dir):
+  """(root, names): the files and folders under root the builder reads.
+
+  For the fingerprint of the prepared data (`segjax.data.fingerprint`).
+
+  Raises:
+    DataError: neither folders nor zips (see `find_sources`).
+  """
+  kind, root = find_sources(manual_dir)
+  if kind == 'zips':
+    return root, list(_ZIPS)
+  return root, [f'{top}/{folder}' for top in ('leftImg8bit', 'gtFine')
+                for folder in _SPLIT_FOLDERS.values()]
 
 
 def list_pairs(images_root, labels_root):

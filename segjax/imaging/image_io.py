@@ -7,7 +7,9 @@ The file side of `python -m segjax.predict`:
   folders are listed non-recursively for names ending in .png .jpg .jpeg
   .bmp .tif .tiff .webp (any case), sorted by name, skipping hidden names
   (".*", e.g. macOS "._x.jpg" litter). A missing path, or nothing found,
-  raises `DataError`.
+  raises `DataError`. `find_images_by_root(inputs)`: the same files grouped
+  by input root (a folder given is its own root; a file given belongs to
+  its parent folder), for laying outputs out per root.
 * `read_image(path, max_pixels)`: [H, W, 3] uint8 RGB, EXIF orientation
   applied, first frame of multi-frame files. L / 1 -> (g, g, g); 16-bit gray
   (I;16*, and I, as older Pillows open 16-bit PNGs) clipped to [0, 65535],
@@ -75,18 +77,38 @@ class ImageReadError(DataError):
 
 def find_images(inputs):
   """Files and/or folders -> the image files to predict on (see module doc)."""
+  return [path for path, _ in _find(inputs)]
+
+
+def find_images_by_root(inputs):
+  """[(root folder, [image files])] of `inputs`, roots in first-seen order.
+
+  A folder given is its own root; a file given belongs to its parent
+  folder. Roots are absolute paths (`os.path.abspath`: symbolic links are
+  kept as typed); files are as `find_images` returns them.
+  """
+  groups = {}
+  for path, root in _find(inputs):
+    groups.setdefault(root, []).append(path)
+  return list(groups.items())
+
+
+def _find(inputs):
+  """[(image file, its root folder)] for `inputs` (see module doc)."""
   if isinstance(inputs, (str, os.PathLike)):
     inputs = [inputs]
   found, seen = [], set()
   for item in inputs:
     path = pathlib.Path(item)
     if path.is_dir():
+      root = pathlib.Path(os.path.abspath(path))
       candidates = sorted(
           (p for p in path.iterdir()
            if p.suffix.lower() in IMAGE_EXTENSIONS
            and not p.name.startswith('.') and p.is_file()),
           key=lambda p: p.name)
     elif path.exists():
+      root = pathlib.Path(os.path.abspath(path)).parent
       candidates = [path]  # named explicitly: read_image judges the content
     else:
       raise DataError(f'{path}: no such file or folder')
@@ -94,7 +116,7 @@ def find_images(inputs):
       key = os.path.realpath(p)
       if key not in seen:
         seen.add(key)
-        found.append(p)
+        found.append((p, root))
   if not found:
     raise DataError(
         f'no image files ({" ".join(IMAGE_EXTENSIONS)}, any case) in: '

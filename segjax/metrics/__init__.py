@@ -17,7 +17,9 @@ Instance masks are scored on the host: `MaskAP` (COCO mask AP through
 pycocotools' COCOeval) accumulates per-image RLEs and scores them at the end.
 
 Public wrappers validate concrete (eager) inputs with clear ValueErrors and
-call jitted cores; under `jit` they skip the checks.
+call jitted cores; under `jit` they skip the checks. Labels are int32 on
+the device: a value outside int32 is a ValueError when called directly and
+wraps silently under `jit` (JAX's default 32-bit mode).
 """
 
 from segjax.metrics.binary import binary_scores

@@ -1,4 +1,11 @@
-"""Scores of binary masks (sigmoid outputs): IoU, Dice/F1, precision, recall."""
+"""Scores of binary masks (sigmoid outputs): IoU, Dice/F1, precision, recall.
+
+Labels are compared in int32. `binary_scores` checks concrete inputs and
+refuses a label that does not fit int32 (ValueError naming it);
+`binary_stats` is the jitted function itself and checks nothing: an int64
+label of 2**32 reaches it as 0 (background) and 2**32 + 255 as 255
+(ignored). Give jitted code int32 (or narrower) labels.
+"""
 
 import functools
 
@@ -79,14 +86,16 @@ def binary_scores(labels, scores, threshold=0.5, *, from_logits=False,
     counts 'tp', 'fp', 'fn', 'tn' they come from.
 
   Raises:
-    ValueError (concrete inputs): shape mismatch, float labels, or
-    probabilities outside [0, 1] when `from_logits=False`.
+    ValueError (concrete inputs): shape mismatch, float labels, labels
+    that do not fit int32, or probabilities outside [0, 1] when
+    `from_logits=False`.
   """
   if np.shape(labels) != np.shape(scores):
     raise ValueError(f'labels {np.shape(labels)} and scores '
                      f'{np.shape(scores)} must have the same shape.')
   if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
     raise ValueError(f'labels must be integers, got {jnp.result_type(labels)}.')
+  confusion.check_int32_range('labels', labels)
   if not from_logits and confusion.is_concrete(scores):
     s = np.asarray(scores)
     if s.size and (s.min() < 0 or s.max() > 1):

@@ -1,4 +1,13 @@
-"""Confusion matrix and the scores derived from it (IoU, Dice, accuracy)."""
+"""Confusion matrix and the scores derived from it (IoU, Dice, accuracy).
+
+Labels and predictions are counted in int32 (JAX's default integer). The
+public functions check concrete (eager) inputs first, so a value that does
+not fit int32 (e.g. an int64 label >= 2**31) is a ValueError naming it.
+Under `jit` nothing can be checked: such a value has already been converted
+to int32, modulo 2**32, when the traced function received it (2**32 + 1
+arrives as 1 and is counted as class 1). Give jitted code int32 (or
+narrower) labels.
+"""
 
 import functools
 
@@ -116,10 +125,12 @@ def confusion_matrix(labels, predictions, num_classes, ignore_index=255,
     longer sums on the host in int64.
 
   Raises:
-    ValueError (concrete inputs only): shape mismatch, non-integer inputs, or
-    a pixel whose label is neither `ignore_index` nor in [0, C), or whose
-    label is valid but whose prediction is outside [0, C). Under `jit` no
-    error can be raised: such pixels are skipped (counted nowhere).
+    ValueError (concrete inputs only): shape mismatch, non-integer inputs,
+    a value that does not fit int32, or a pixel whose label is neither
+    `ignore_index` nor in [0, C), or whose label is valid but whose
+    prediction is outside [0, C). Under `jit` no error can be raised: such
+    pixels are skipped (counted nowhere), and values outside int32 have
+    wrapped before the function sees them (see the module docstring).
   """
   if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
     raise ValueError(f'num_classes must be a positive int, got {num_classes!r}.')
@@ -148,6 +159,36 @@ def _check_shapes_and_dtypes(labels, predictions):
     if not jnp.issubdtype(jnp.result_type(x), jnp.integer):
       raise ValueError(f'{name} must be an integer array, got dtype '
                        f'{jnp.result_type(x)}.')
+    check_int32_range(name, x)
+
+
+_INT32 = np.iinfo(np.int32)
+
+
+def check_int32_range(name, x):
+  """Raises a ValueError when concrete integer `x` holds a value outside int32.
+
+  The jitted cores see int32: a wider value (NumPy int64, uint32, uint64)
+  would wrap modulo 2**32 and be counted as another class. Tracers and
+  dtypes of at most 32 signed bits are not checked (nothing can wrap).
+  """
+  if not is_concrete(x):
+    return
+  dtype = np.result_type(x)
+  if not np.issubdtype(dtype, np.integer) or np.can_cast(dtype, np.int32):
+    return
+  values = np.asarray(x)
+  if not values.size:
+    return
+  low, high = values.min(), values.max()
+  if low >= _INT32.min and high <= _INT32.max:
+    return
+  bad = int(low) if low < _INT32.min else int(high)
+  raise ValueError(
+      f'{name} hold value {bad}, which does not fit int32 (the metrics '
+      f'count in int32, where it would wrap to '
+      f'{np.array(bad).astype(np.int64).astype(np.int32)}); '
+      'give ids in [-2**31, 2**31).')
 
 
 def _raise_for_invalid_values(labels, predictions, num_classes, ignore_index):

@@ -1,6 +1,9 @@
 """What a run leaves in its workdir, besides checkpoints.
 
-  config.json     the resolved config the run was started with.
+  config.json     the resolved config the run was started with, written
+                  once the workdir's checkpoint (if any) is found to fit it
+                  (`train.py`); an earlier, different one is kept as
+                  config.<n>.json.
   run_info.json   git SHA, package versions, devices, parameter count,
                   FLOPs per train step (XLA cost analysis).
   metrics.jsonl   one JSON object per line: {"step", "split", metrics...};
@@ -83,6 +86,17 @@ def _finite_or_none(value):
   return value
 
 
+def _flatten(tree, prefix=''):
+  """{'a.b': value} of a nested JSON dict."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict) and value:
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[prefix + key] = value
+  return flat
+
+
 class RunRecord:
   """Writes the workdir's config, run info, metrics, summaries and images."""
 
@@ -93,7 +107,11 @@ class RunRecord:
 
   def write_config(self, config):
     """Writes config.json; a different one from an earlier start is kept
-    as config.<n>.json, so a resumed run never loses what it started with."""
+    as config.<n>.json, so a resumed run never loses what it started with.
+
+    Call it only once `config` is accepted for the workdir (its checkpoint
+    fits): evaluation and prediction build their model from config.json.
+    """
     if not self.is_writer:
       return
     text = config.to_json_best_effort(indent=2, sort_keys=True) + '\n'
@@ -110,6 +128,25 @@ class RunRecord:
                       'started with; the old one is kept as config.%d.json.',
                       n)
     path.write_text(text)
+
+  def config_changes(self, config, limit=4):
+    """What `config` changes against the workdir's config.json, as one
+    line: 'ema_decay: 0.99 -> 0.0, optimizer.name: "adamw" -> "sgd"' (at
+    most `limit` fields, then how many more); '' when nothing differs or
+    there is no config.json to compare with."""
+    try:
+      old = _flatten(json.loads((self.workdir / 'config.json').read_text()))
+    except (OSError, ValueError):
+      return ''
+    new = _flatten(json.loads(config.to_json_best_effort()))
+    def show(flat, key):
+      return json.dumps(flat[key]) if key in flat else '(unset)'
+    changed = [f'{k}: {show(old, k)} -> {show(new, k)}'
+               for k in sorted(set(old) | set(new))
+               if k not in old or k not in new or old[k] != new[k]]
+    more = len(changed) - limit
+    return ', '.join(changed[:limit]) + (f' and {more} more' if more > 0
+                                         else '')
 
   def write_run_info(self, **extra):
     if not self.is_writer:

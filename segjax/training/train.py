@@ -2,10 +2,12 @@
 
 Order of events: check the config and workdir (clear errors before anything
 heavy), build data set / model / optimizer, restore the latest checkpoint in
-the workdir or initialise, compile the train step ahead of time (which also
-gives its FLOPs), then loop: step, log, evaluate, checkpoint. Re-running the
-same command on the same workdir resumes from its latest checkpoint, and the
-data stream resumes at the same position (see `segjax.data.pipeline`).
+the workdir (one that does not fit the config is a ConfigError, and leaves
+config.json as it was) or initialise, write config.json, compile the train
+step ahead of time (which also gives its FLOPs), then loop: step, log,
+evaluate, checkpoint. Re-running the same command on the same workdir
+resumes from its latest checkpoint, and the data stream resumes at the same
+position (see `segjax.data.pipeline`).
 """
 
 import os
@@ -82,23 +84,20 @@ def check_config(config):
 
 
 def _initial_state(config, model, tx, image_shape, mesh, shardings, ema):
-  """A fresh state: from `config.model_init` if set, else initialised."""
+  """(state, model_init report or None): a fresh state, from
+  `config.model_init` if set, else initialised."""
   state, _ = state_lib.create_train_state(
       model, tx, image_shape, jax.random.PRNGKey(config.seed), mesh,
       shardings=shardings, ema=ema)
   init_config = config.model_init
   if not init_config.path:
-    return state
+    return state, None
   variables, report = model_init.load(init_config,
                                       jax.device_get(state.variables()))
-  logging.info(
-      'model_init: loaded %d arrays from %s; missing %d %s, unexpected %d, '
-      'shape mismatches %s', report['loaded'], init_config.path,
-      len(report['missing']), report['missing'][:8],
-      len(report['unexpected']), report['shape_mismatch'][:8])
+  logging.info('%s', model_init.describe(report))
   build = jax.jit(lambda v, rng: state_lib.from_variables(v, tx, rng, ema),
                   out_shardings=shardings)
-  return build(variables, state.rng)
+  return build(variables, state.rng), report
 
 
 def _resume_position(saved, layout, step):
@@ -190,7 +189,6 @@ def train_and_evaluate(config, workdir):
   loss_fn = task.loss_fn()
 
   record = run_record.RunRecord(workdir)
-  record.write_config(config)
   # One process prepares the data set; the others wait, then read it.
   if jax.process_index() == 0:
     datasets.builder_for(config.data)
@@ -233,7 +231,19 @@ def train_and_evaluate(config, workdir):
   except ValueError as e:
     raise ConfigError(f'config.model: {e}') from e
   shardings = jax.tree.map(lambda x: x.sharding, abstract)
-  restored = checkpointer.restore_latest(abstract)
+  try:
+    restored = checkpointer.restore_latest(abstract)
+  except ConfigError as e:
+    checkpointer.close()
+    changes = record.config_changes(config)
+    if changes:
+      raise ConfigError(f'{e} Changed since config.json: {changes}.') from e
+    raise
+  # Written once the workdir's checkpoint (if any) fits this config:
+  # evaluation and prediction build their model from config.json, so a
+  # rejected config must not replace it.
+  record.write_config(config)
+  init_report = None  # What model_init loaded (a fresh start only).
   if restored is not None:
     latest, state, saved_position = restored
     logging.info('Resuming from checkpoint at step %d in %s', latest,
@@ -243,8 +253,8 @@ def train_and_evaluate(config, workdir):
     start_position = _resume_position(saved_position, layout, latest)
   else:
     latest, start_position = None, None
-    state = _initial_state(config, model, tx, image_shape, mesh, shardings,
-                           bool(ema_decay))
+    state, init_report = _initial_state(config, model, tx, image_shape, mesh,
+                                        shardings, bool(ema_decay))
   start_step = latest or 0
   train_ds = pipeline.train_dataset(
       config.data, config.batch_size, seed=data_seed, start_step=start_step,
@@ -290,7 +300,7 @@ def train_and_evaluate(config, workdir):
       class_names=list(spec.class_names),
       thing_classes=list(spec.thing_classes),
       ignore_index=spec.ignore_index, task=config.task,
-      kernels=config.model.kernels)
+      kernels=config.model.kernels, model_init=init_report)
 
   evaluator = eval_loop.Evaluator(
       task, *eval_loop.make_forward(model, task), mesh,
