@@ -97,6 +97,44 @@ def test_bad_mesh_is_a_clear_error(axes, message):
     sharding.mesh_from_config(axes)
 
 
+class _FakeDevice:
+  """A device of a multi-slice job, as `mesh_utils` sees it."""
+  platform = device_kind = 'cpu'
+
+  def __init__(self, i, slice_index):
+    self.id, self.slice_index, self.process_index = i, slice_index, i // 4
+
+
+def test_hybrid_mesh_gives_each_slice_one_block_of_the_dcn_axis():
+  devices = [_FakeDevice(i, i // 8) for i in range(16)]
+  devices = devices[5:] + devices[:5]  # Any order in, slices out.
+  names, grid = sharding.device_grid([('data', -1), ('fsdp', 4)], devices,
+                                     dcn_axes=(('data', 2),))
+  assert names == ['data', 'fsdp'] and grid.shape == (4, 4)
+  slices = np.vectorize(lambda d: d.slice_index)(grid)
+  # 'data' spans the two slices: rows 0-1 in one, rows 2-3 in the other;
+  # 'fsdp' (ICI) never leaves a slice.
+  assert (slices[:2] == slices[0, 0]).all()
+  assert (slices[2:] == slices[2, 0]).all() and slices[0, 0] != slices[2, 0]
+  assert sorted(d.id for d in grid.flat) == list(range(16))
+
+
+def test_mesh_has_automatic_axis_types():
+  mesh = sharding.mesh_from_config((('data', -1), ('fsdp', 2)))
+  assert mesh.shape == {'data': 4, 'fsdp': 2}
+  assert all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types)
+  assert mesh.axis_types == sharding.make_mesh().axis_types * 2
+
+
+@pytest.mark.parametrize('dcn,message', [
+    ((('fsdp', 2),), 'names axes that'),
+    ((('data', 3),), 'does not divide'),
+])
+def test_bad_dcn_mesh_is_a_clear_error(dcn, message):
+  with pytest.raises(ValueError, match=message):
+    sharding.mesh_from_config((('data', -1),), dcn_axes=dcn)
+
+
 def _free_port():
   with socket.socket() as s:
     s.bind(('localhost', 0))

@@ -110,6 +110,10 @@ def get_config():
   # Device mesh: (axis, size) pairs over 'data', 'fsdp', 'spatial'
   # (docs/scaling.md); state leaves this large are split over 'fsdp'.
   config.mesh = (('data', -1),)
+  # Multi-slice TPU runs: (axis, slices) pairs, how many slices each axis
+  # spans over the data-centre network; the rest of each axis stays within
+  # a slice (docs/scaling.md). None: one slice.
+  config.mesh_dcn = _placeholder(tuple)
   config.fsdp_min_size = 2**14
   # XLA:CPU devices (training/cpu_devices.py): -1 = one per core, as many
   # as divide the batch; N = N. No effect on GPUs / TPUs.

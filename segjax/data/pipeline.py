@@ -2,9 +2,10 @@
 padded, masked evaluation passes. TensorFlow stays on the host side; batches
 leave as NumPy arrays for `segjax.parallel.sharding.to_global_array`.
 
-For training, every process follows the same global stream and keeps its
-rows of each global batch; for evaluation, each process reads its own slice
-of the split (`tfds.split_for_jax_process`).
+For training, every process follows the same global stream and keeps (and
+decodes) only its rows of each global batch; for evaluation, examples are
+grouped by padded size and each process takes its rows of every global
+batch (`eval_plan`).
 
 Determinism and resume: the training stream is a pure function of
 (data set, seed, global batch size), whatever the process layout: epoch e is
@@ -16,7 +17,6 @@ Map functions are plain TF ops marked `do_not_convert`: autograph would
 re-read their source at trace time, for no benefit here.
 """
 
-import math
 
 import numpy as np
 
@@ -42,6 +42,36 @@ def _local_batch_size(global_batch_size, process_count):
 def _read(builder, split, spec):
   ds = builder.as_dataset(split=split, shuffle_files=False)
   return ds.map(spec.standardize, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _read_encoded(builder, split, spec, counter=None):
+  """The split's records with images left encoded, and their decoder.
+
+  Returns:
+    (dataset, decode): `dataset` yields examples whose image features
+    (`tfds.features.Image`: photos, label and instance PNGs) are still the
+    stored bytes; `decode(example)` decodes them as TFDS would and applies
+    `spec.standardize`, giving what `_read` gives, and adds 1 to `counter`
+    (a tf.Variable int64) when one is given.
+  """
+  features = builder.info.features
+  images = [k for k, f in features.items()
+            if isinstance(f, tfds.features.Image)]
+  ds = builder.as_dataset(
+      split=split, shuffle_files=False,
+      decoders={k: tfds.decode.SkipDecoding() for k in images})
+
+  @tf.autograph.experimental.do_not_convert
+  def decode(example):
+    example = dict(example)
+    for k in images:
+      example[k] = features[k].decode_example(example[k])
+    if counter is not None:
+      with tf.control_dependencies([counter.assign_add(1)]):
+        example = tf.nest.map_structure(tf.identity, example)
+    return spec.standardize(example)
+
+  return ds, decode
 
 
 def _options():
@@ -77,7 +107,7 @@ def stream_position(step, global_batch_size, examples_per_epoch):
 
 def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
                   start_position=None, process_index=0, process_count=1,
-                  targets=None):
+                  targets=None, decode_counter=None):
   """This process's part of the training stream, an infinite tf.data.Dataset.
 
   The global stream is a pure function of (seed, epoch, example index), the
@@ -87,8 +117,16 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
   (seed, e, i). Global batch s is positions [s * B, (s + 1) * B) of the
   endless sequence of epochs, and process p keeps rows [p * b, (p + 1) * b)
   of it (b = B / processes), so 2 processes x 2 devices train on exactly the
-  batches of 1 process x 4. (Each process reads, and with `cache` decodes
-  and holds, the whole split; only its own rows are augmented.)
+  batches of 1 process x 4.
+
+  What each process reads: one process decodes every example (once, with
+  `cache`, which then holds the decoded split). With several, each reads
+  every record but keeps the images encoded (TFDS `SkipDecoding`) through
+  the shuffle and the row selection, then decodes, prepares and augments
+  only its own rows: about 1 / processes of the split per epoch; `cache`
+  then holds the whole split's encoded bytes. The shuffle's order depends
+  only on its seed and the number of examples, not on their contents, so
+  the stream is the same either way.
 
   A resumed run starts at `stream_position(start_step, ...)` by building
   epoch e and skipping i examples of it (read, not augmented): the cost of
@@ -109,6 +147,8 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
     targets: {name: kwargs} of `segjax.data.targets` makers (a task's
       `train_targets()`), applied to each augmented example's label and
       instance maps, e.g. Panoptic-DeepLab's heatmaps or boundary labels.
+    decode_counter: optional tf.Variable int64 to which each decoded
+      example adds 1 (what the multi-process tests count).
 
   Returns:
     A tf.data.Dataset of dicts of local batches: 'image' [b, H, W, 3] uint8
@@ -121,13 +161,24 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
   spec = datasets.get_spec(data_config.name)
   builder = datasets.builder_for(data_config)
   local_batch = _local_batch_size(global_batch_size, process_count)
-  base = _read(builder, data_config.train_split, spec)
+  encoded, decode = _read_encoded(builder, data_config.train_split, spec,
+                                  decode_counter)
   prepare = augment.build_deterministic(
       data_config.train_preprocess, 'config.data.train_preprocess')
-  if prepare is not None:
-    base = base.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+
+  @tf.autograph.experimental.do_not_convert
+  def decoded(example):
+    example = decode(example)
+    return example if prepare is None else prepare(example)
+
+  # One process decodes (and prepares) every example, before the cache if
+  # any; several each decode only the rows they keep, after the selection,
+  # and cache (if asked) the encoded bytes.
+  per_host = process_count > 1
+  base = encoded if per_host else encoded.map(
+      decoded, num_parallel_calls=tf.data.AUTOTUNE)
   if data_config.cache:
-    base = base.cache()  # Decoded (and prepared) once, in memory.
+    base = base.cache()
   num_examples = builder.info.splits[data_config.train_split].num_examples
   buffer = min(data_config.shuffle_buffer, num_examples)
   start_epoch, start_index = start_position or stream_position(
@@ -136,7 +187,8 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
   transform = augment.build(data_config.augment)
   targets_lib.check(targets)
   need_instances = bool(targets)
-  if need_instances and 'instances' not in base.element_spec:
+  if need_instances and 'instances' not in encoded.map(
+      decoded).element_spec:
     raise ConfigError(f'{data_config.name!r} has no instance maps, which '
                       f'the training targets {sorted(targets)} are made '
                       'from.')
@@ -172,11 +224,45 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
 
   ds = tf.data.Dataset.range(start_epoch, _FOREVER).flat_map(epoch_stream)
   ds = ds.skip(start_index)
-  if process_count > 1:
-    ds = ds.filter(mine)
+  if per_host:
+    ds = ds.filter(mine).map(
+        lambda epoch, index, example: (epoch, index, decoded(example)),
+        num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.map(augment_one, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(local_batch, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+
+
+def eval_plan(keys, global_batch_size, process_index=0, process_count=1):
+  """Which examples each evaluation batch of this process holds.
+
+  Examples are grouped by `keys` (their padded shape); each group fills
+  global batches in split order, the last one completed with blanks, and
+  process p takes rows [p * b, (p + 1) * b) of every global batch
+  (b = B / processes). So every global batch has one shape, every process
+  makes the same number of batches, and an example's padded size and
+  batch do not depend on the process count.
+
+  Args:
+    keys: per example of the split, in order, a sortable group key.
+    global_batch_size: B.
+    process_index, process_count: this process's place.
+
+  Returns:
+    [(key, rows)] in key order: `rows` lists this process's example
+    indices of that group's batches, -1 for a blank (at the end only).
+  """
+  local = _local_batch_size(global_batch_size, process_count)
+  groups = {}
+  for index, key in enumerate(keys):
+    groups.setdefault(key, []).append(index)
+  plan = []
+  for key in sorted(groups):
+    rows = groups[key] + [-1] * (-len(groups[key]) % global_batch_size)
+    first = process_index * local
+    plan.append((key, [row for start in range(0, len(rows), global_batch_size)
+                       for row in rows[start + first:start + first + local]]))
+  return plan
 
 
 def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
@@ -185,30 +271,33 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
   """One pass over `split`, padded so every example is seen exactly once.
 
   Examples go through `config.data.eval_preprocess` (deterministic ops such
-  as `resize(h, w)` or `pad(h, w)`; none by default). Every process yields
-  the same number of batches (so jitted steps across hosts stay in
-  lock-step); the last batches are padded with all-zero examples whose
-  'mask' is False. Scoring must weight by 'mask'.
+  as `resize(h, w)` or `pad(h, w)`; none by default). Examples that then
+  differ in size (e.g. dsb2018) are each padded at the bottom / right to
+  their size bucket (`segjax.data.buckets`), so they are evaluated whole
+  at their own resolution with a handful of compiled programs; a batch
+  holds one bucket only (`eval_plan`), so an example's padded size never
+  depends on its batch companions or the process count. Padding is zeros
+  in the image, the spec's ignore value in the labels (no metric counts
+  it) and 0 in the instances. Every process yields the same number of
+  batches, of the same shapes; the last batch of each size is completed
+  with blank examples whose 'mask' is False. Scoring must weight by 'mask'.
 
-  Examples of mixed sizes (e.g. dsb2018) are each padded to their size
-  bucket (`segjax.data.buckets`: labels with 255, which no metric
-  counts) and a batch to its largest member, so they are evaluated whole at
-  their own resolution with a handful of compiled programs; several
-  processes need one fixed size (e.g. `eval_preprocess='pad(1040, 1388)'`),
-  since their batches must have equal shapes.
+  Each process decodes only its own examples; with mixed sizes, it first
+  reads every example's size (one decoding pass over the split).
 
   Args:
     with_instances: also yield 'instances' [b, H, W] int32 (0 = none), for
       panoptic and instance scores.
     preprocess: the deterministic ops to apply instead of
       `config.data.eval_preprocess` ('' for none: full resolution).
-    buckets: pad mixed sizes to size buckets (else batch them as they are:
-      with a batch of 1, each example keeps its own size).
+    buckets: pad mixed sizes to size buckets (else group examples by
+      their exact size).
 
   Returns:
     (num_batches, dataset) where dataset yields local batches with 'image'
-    [b, H, W, 3] uint8, 'labels' [b, H, W] int32, 'mask' [b] bool (and
-    'instances').
+    [b, H, W, 3] uint8, 'labels' [b, H, W] int32, 'mask' [b] bool,
+    'index' [b] int32 (the example's position in the split; -1 for a
+    blank) and, if asked, 'instances'.
   """
   spec = datasets.get_spec(data_config.name)
   builder = datasets.builder_for(data_config)
@@ -218,16 +307,14 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
                      f'{sorted(builder.info.splits)}.')
   local_batch = _local_batch_size(global_batch_size, process_count)
   num_total = builder.info.splits[split].num_examples
-  num_batches = math.ceil(num_total / global_batch_size)
-  local_split = tfds.split_for_jax_process(
-      split, process_index=process_index, process_count=process_count,
-      drop_remainder=False)
   if preprocess is None:
     preprocess = data_config.eval_preprocess
   transform = augment.build(preprocess)
+  encoded, decode = _read_encoded(builder, split, spec)
 
   @tf.autograph.experimental.do_not_convert
-  def keep(example):
+  def keep(index, example):
+    example = decode(example)
     if not with_instances:
       example.pop('instances', None)
     elif 'instances' not in example:
@@ -235,72 +322,70 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
     example = transform(example, tf.constant([0, 0], tf.int64))
     out = {'image': example['image'],
            'labels': tf.cast(example['labels'], tf.int32),
-           'mask': tf.constant(True)}
+           'mask': tf.constant(True),
+           'index': tf.cast(index, tf.int32)}
     if with_instances:
       out['instances'] = tf.cast(example['instances'], tf.int32)
     return out
 
-  @tf.autograph.experimental.do_not_convert
-  def blank(example):
-    return tf.nest.map_structure(tf.zeros_like, example)
-
-  ds = _read(builder, local_split, spec).map(
-      keep, num_parallel_calls=tf.data.AUTOTUNE)
-  if process_count > 1 and not ds.element_spec['image'].shape.is_fully_defined():
-    raise ConfigError(
-        f'config.data.eval_preprocess={preprocess!r}'
-        f' leaves {data_config.name!r} images without one fixed size, which '
-        'evaluation over several processes needs; end it with pad(h, w) or '
-        'resize(h, w).')
-  if buckets and not ds.element_spec['image'].shape.is_fully_defined():
-    ds = ds.map(lambda x: _pad_to_bucket(x, spec.ignore_index),
-                num_parallel_calls=tf.data.AUTOTUNE)
-  if ds.element_spec['image'].shape.is_fully_defined():
-    padding = tf.data.Dataset.from_tensors(tf.nest.map_structure(
-        lambda t: tf.zeros(t.shape, t.dtype), ds.element_spec))
-  else:  # A blank copy of the first example (fixed-size data has one).
-    padding = ds.take(1).map(blank)
-  padding_values = {
-      'image': tf.zeros([], ds.element_spec['image'].dtype),
-      'labels': tf.constant(spec.ignore_index, tf.int32),
-      'mask': tf.constant(False)}
-  if with_instances:
-    padding_values['instances'] = tf.constant(0, tf.int32)
-  ds = ds.concatenate(padding.repeat()).padded_batch(
-      local_batch, padding_values=padding_values)
-  ds = ds.take(num_batches)
+  examples = encoded.enumerate().map(keep,
+                                     num_parallel_calls=tf.data.AUTOTUNE)
+  element = examples.element_spec
+  fixed = element['image'].shape.is_fully_defined()
+  if fixed:
+    keys = [tuple(element['labels'].shape)] * num_total
+  else:
+    sizes = examples.map(lambda x: tf.shape(x['labels'])[:2],
+                         num_parallel_calls=tf.data.AUTOTUNE)
+    keys = [tuple(int(v) for v in size) for size in sizes.as_numpy_iterator()]
+    if buckets:
+      keys = [buckets_lib.bucket_shape(*key) for key in keys]
+  plan = eval_plan(keys, global_batch_size, process_index, process_count)
+  parts = [_group_batches(encoded, keep, key, rows, local_batch, element,
+                          spec.ignore_index)
+           for key, rows in plan if rows]
+  ds = parts[0]
+  for part in parts[1:]:
+    ds = ds.concatenate(part)
+  num_batches = sum(len(rows) for _, rows in plan) // local_batch
   return num_batches, ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 
-@tf.autograph.experimental.do_not_convert
-def _pad_to_bucket(example, ignore_index):
-  """Pads an example's maps at the bottom / right to its size bucket.
+def _group_batches(encoded, keep, shape, rows, local_batch, element,
+                   ignore_index):
+  """Batches of one size group: the examples `rows` (split indices, -1 for
+  blanks) decoded by `keep` and padded to `shape` = (H, W)."""
+  wanted = tf.constant([r for r in rows if r >= 0] or [-1], tf.int64)
+  blanks = sum(r < 0 for r in rows)
+  fill = {'image': 0, 'labels': ignore_index, 'instances': 0}
 
-  Each side goes up to the smallest of `buckets.BUCKETS` that holds it (past
-  the largest: a multiple of 32), as `segjax.inference` does, so mixed-size
-  data compiles one eval program per bucket, not per image size. Padding is
-  zeros in the image, ignore in the labels and 0 in the instances.
-  """
-  buckets = tf.constant(buckets_lib.BUCKETS, tf.int32)
+  @tf.autograph.experimental.do_not_convert
+  def pad(example):
+    out = dict(example)
+    for key, value in fill.items():
+      if key in example:
+        x = example[key]
+        size = tf.shape(x)
+        paddings = ([[0, shape[0] - size[0]], [0, shape[1] - size[1]]] +
+                    [[0, 0]] * (len(x.shape) - 2))
+        x = tf.pad(x, paddings, constant_values=tf.cast(value, x.dtype))
+        out[key] = tf.ensure_shape(x, list(shape) + x.shape[2:].as_list())
+    return out
 
-  def side(n):
-    fits = buckets >= n
-    return tf.where(tf.reduce_any(fits),
-                    tf.reduce_min(tf.where(fits, buckets, tf.int32.max)),
-                    (n + buckets_lib.MULTIPLE - 1) // buckets_lib.MULTIPLE *
-                    buckets_lib.MULTIPLE)
+  def blank_of(spec, key):
+    full = list(shape) + spec.shape[2:].as_list() if spec.shape.rank >= 2 \
+        else spec.shape.as_list()
+    value = {'labels': ignore_index, 'mask': False, 'index': -1}.get(key, 0)
+    return tf.fill(full, tf.cast(value, spec.dtype))
 
-  shape = tf.shape(example['labels'])
-  pad_h = side(shape[0]) - shape[0]
-  pad_w = side(shape[1]) - shape[1]
-  fill = {'labels': ignore_index, 'instances': 0, 'image': 0}
-  out = dict(example)
-  for key, value in fill.items():
-    if key in example:
-      x = example[key]
-      paddings = [[0, pad_h], [0, pad_w]] + [[0, 0]] * (len(x.shape) - 2)
-      out[key] = tf.pad(x, paddings, constant_values=tf.cast(value, x.dtype))
-  return out
+  ds = encoded.enumerate().filter(
+      lambda index, _: tf.reduce_any(tf.equal(index, wanted)))
+  ds = ds.map(keep, num_parallel_calls=tf.data.AUTOTUNE).map(
+      pad, num_parallel_calls=tf.data.AUTOTUNE)
+  if blanks:
+    blank = {key: blank_of(spec, key) for key, spec in element.items()}
+    ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(blanks))
+  return ds.batch(local_batch, drop_remainder=True)
 
 
 def as_numpy(ds):

@@ -179,10 +179,15 @@ class Evaluator:
       sums = _host_sum(sums, stats)
       if i == 0 and panel_size or self.task.has_image_results:
         mine = jax.tree.map(local_rows, predictions)
-        images.extend(self.task.image_results(mine, local))
+        results = self.task.image_results(mine, local)
+        # Keyed by the example's place in the split, so every process
+        # count and batch order scores the images in one order.
+        order = local.get('index', np.full(len(local['mask']), i, np.int64))
+        images.extend(zip(np.asarray(order)[local['mask']].tolist(), results))
         if i == 0 and panel_size:
           panel = self.task.panel(local, mine, panel_size)
     if sums is None:
       raise ValueError('the evaluation split gave no batch.')
-    row = self.task.score(sums, gather_objects(images))
+    gathered = sorted(gather_objects(images), key=lambda item: item[0])
+    row = self.task.score(sums, [result for _, result in gathered])
     return Result(row=row, sums=sums, panel=panel)

@@ -24,6 +24,8 @@ a multi-host TPU slice.
 import math
 
 import jax
+from jax.experimental import mesh_utils
+from jax.sharding import AxisType
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -37,14 +39,81 @@ SPATIAL_AXIS = 'spatial'
 _AXES = (DATA_AXIS, FSDP_AXIS, SPATIAL_AXIS)
 
 
+def _auto(names):
+  # Automatic axis types: XLA's partitioner propagates the shardings that
+  # jit's in/out shardings give. (Newer JAX defaults `make_mesh` to
+  # explicit sharding, which would ask every op for its output sharding.)
+  return (AxisType.Auto,) * len(names)
+
+
 def make_mesh(devices=None):
   """A 1-D mesh with axis 'data' over `devices` (default: all devices)."""
   devices = jax.devices() if devices is None else list(devices)
-  return Mesh(np.asarray(devices), (DATA_AXIS,))
+  return jax.make_mesh((len(devices),), (DATA_AXIS,),
+                       axis_types=_auto((DATA_AXIS,)), devices=devices)
 
 
-def mesh_from_config(axes=None, devices=None):
-  """The mesh `config.mesh` describes (None: all devices on 'data').
+def _check_axes(axes, field='config.mesh'):
+  axes = [(str(name), int(size)) for name, size in axes]
+  names = [name for name, _ in axes]
+  if set(names) - set(_AXES) or len(set(names)) != len(names):
+    raise ConfigError(f'{field}={axes}: axes must be distinct and come '
+                      f'from {_AXES}.')
+  return axes
+
+
+def _granule(device):
+  """What groups devices on the fast network: the TPU slice, else the
+  process (`mesh_utils.create_hybrid_device_mesh`'s fallback)."""
+  return getattr(device, 'slice_index', None)
+
+
+def device_grid(axes, devices, dcn_axes=None):
+  """The devices arranged as the mesh `axes` over `devices`.
+
+  Args:
+    axes: (name, size) pairs, the whole mesh; one size may be -1.
+    devices: a flat list of devices.
+    dcn_axes: (name, n) pairs: axis `name` spans n slices (multi-slice TPU:
+      n data-centre-network hops), the rest of its size lies within a slice
+      (ICI). Axes not named stay within a slice. None: one slice.
+
+  Returns:
+    (names, grid): the axis names and an object array of `devices` of the
+    mesh's shape. With `dcn_axes`, devices of one slice (else of one
+    process) form contiguous blocks along the DCN axes.
+  """
+  names = [name for name, _ in axes]
+  known = math.prod(size for _, size in axes if size != -1)
+  sizes = [len(devices) // known if size == -1 else size
+           for _, size in axes]
+  if math.prod(sizes) != len(devices) or sum(s == -1 for _, s in axes) > 1:
+    raise ConfigError(f'config.mesh={axes} does not fit the {len(devices)} '
+                      'devices (at most one size may be -1).')
+  dcn = dict(_check_axes(dcn_axes or (), 'config.mesh_dcn'))
+  if set(dcn) - set(names):
+    raise ConfigError(f'config.mesh_dcn={dcn_axes} names axes that '
+                      f'config.mesh={axes} lacks.')
+  dcn_shape = [dcn.get(name, 1) for name in names]
+  if math.prod(dcn_shape) == 1:
+    return names, np.asarray(devices).reshape(sizes)
+  if any(size % n for size, n in zip(sizes, dcn_shape)):
+    raise ConfigError(f'config.mesh_dcn={dcn_axes} does not divide the '
+                      f'mesh {dict(zip(names, sizes))}.')
+  ici_shape = [size // n for size, n in zip(sizes, dcn_shape)]
+  grid = mesh_utils.create_hybrid_device_mesh(
+      ici_shape, dcn_shape, devices,
+      process_is_granule=_granule(devices[0]) is None)
+  return names, grid
+
+
+def mesh_from_config(axes=None, devices=None, dcn_axes=None):
+  """The mesh `config.mesh` (and `config.mesh_dcn`) describe.
+
+  `axes` None: all devices on 'data'. Built with `jax.make_mesh`
+  (topology-aware device order on TPUs) for one slice, or
+  `mesh_utils.create_hybrid_device_mesh` with `dcn_axes`; axis types
+  automatic.
 
   Raises:
     ConfigError: unknown axis names, or sizes that do not multiply to the
@@ -53,20 +122,15 @@ def mesh_from_config(axes=None, devices=None):
   devices = jax.devices() if devices is None else list(devices)
   if not axes:
     return make_mesh(devices)
-  axes = [(str(name), int(size)) for name, size in axes]
-  names = [name for name, _ in axes]
-  if set(names) - set(_AXES) or len(set(names)) != len(names) or (
-      DATA_AXIS not in names):
+  axes = _check_axes(axes)
+  if DATA_AXIS not in [name for name, _ in axes]:
     raise ConfigError(f'config.mesh={axes}: axes must be distinct, include '
                       f'{DATA_AXIS!r} and come from {_AXES}.')
-  known = math.prod(size for _, size in axes if size != -1)
-  sizes = [len(devices) // known if size == -1 else size
-           for _, size in axes]
-  if math.prod(sizes) != len(devices) or sum(s == -1 for _, s in axes) > 1:
-    raise ConfigError(f'config.mesh={axes} does not fit the {len(devices)} '
-                      'devices (at most one size may be -1).')
-  array = np.asarray(devices).reshape(sizes)
-  return Mesh(array, tuple(names))
+  names, grid = device_grid(axes, devices, dcn_axes)
+  if dcn_axes:
+    return Mesh(grid, tuple(names), axis_types=_auto(names))
+  return jax.make_mesh(grid.shape, tuple(names), axis_types=_auto(names),
+                       devices=devices)
 
 
 def _batch_axes(mesh):

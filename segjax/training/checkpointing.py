@@ -17,8 +17,9 @@ complete, so a checkpoint never has one without the others):
              kernel'. Orbax checksums only its index files; these catch
              array data that reads back wrong without an error.
 Saves are asynchronous (training continues while the arrays are written):
-every N steps, on preemption (Orbax's policy where the platform signals it;
-SIGTERM is handled by the training loop, which forces a save), after each
+every N steps, on preemption (the step all processes agree on through JAX's
+preemption service, or a single process's own SIGTERM handler: the training
+loop forces a save there), after each
 evaluation (with its metrics, for the best-N policy) and on demand. Kept:
 the last `keep`, plus the best `keep_best` by a validation metric.
 

@@ -106,11 +106,15 @@ class StopSignal:
   a flag the training loop polls, so it can save the current step and exit
   cleanly instead of dying mid-step. Restores the previous handler on exit.
 
-  `received` is None, or the signal's name once one arrived.
+  `received` is None, or the signal's name once one arrived. With
+  `install=False` it installs nothing and never fires: where JAX's
+  preemption service runs (several processes), its own SIGTERM listener
+  must stay in place, and the loop asks it instead.
   """
 
-  def __init__(self, signals=(signal.SIGTERM,)):
+  def __init__(self, signals=(signal.SIGTERM,), install=True):
     self.signals, self.received, self._previous = signals, None, {}
+    self._install = install
 
   def _handle(self, signum, frame):
     del frame
@@ -119,7 +123,8 @@ class StopSignal:
   def __enter__(self):
     # Handlers can only be installed from the main thread (a notebook's
     # kernel runs cells there; a training thread simply goes without).
-    if threading.current_thread() is threading.main_thread():
+    if self._install and (threading.current_thread() is
+                          threading.main_thread()):
       for s in self.signals:
         self._previous[s] = signal.signal(s, self._handle)
     return self

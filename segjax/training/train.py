@@ -25,6 +25,7 @@ from segjax.errors import ConfigError
 from segjax.evaluation import loop as eval_loop
 from segjax.parallel import sharding as sharding_lib
 from segjax.training import checkpointing
+from segjax.training import distributed
 from segjax.training import model_init
 from segjax.training import monitoring
 from segjax.training import optimizer as optimizer_lib
@@ -218,7 +219,8 @@ def train_and_evaluate(config, workdir):
   layout = {'examples_per_epoch': pipeline.num_train_examples(config.data),
             'global_batch': config.batch_size, 'data_seed': data_seed}
 
-  mesh = sharding_lib.mesh_from_config(config.mesh)
+  mesh = sharding_lib.mesh_from_config(config.mesh,
+                                       dcn_axes=config.mesh_dcn)
   try:  # Tracing the model's init surfaces its own checks as ValueErrors.
     abstract_vars = jax.eval_shape(
         lambda: state_lib.init_variables(model, image_shape,
@@ -325,7 +327,11 @@ def train_and_evaluate(config, workdir):
     if start_step < config.num_train_steps:
       logging.info('Training from step %d to %d.', start_step,
                    config.num_train_steps)
-    with monitoring.StopSignal() as stop:
+    # SIGTERM: JAX's preemption service, where it runs, makes every process
+    # stop at one agreed step (`reached_preemption`); a single process
+    # without it catches the signal itself.
+    with monitoring.StopSignal(
+        install=not distributed.preemption_service()) as stop:
       for step in range(start_step, config.num_train_steps):
         batch = sharding_lib.to_global_array(next(train_iter), mesh)
         state, step_metrics = compiled_train_step(state, batch)
