@@ -29,6 +29,13 @@ host; roughly 30 GB of host RAM caches the decoded training set):
 
 Variants (`--config experiments/ade20k_deeplabv3plus.py:local`):
   (none)  the recipe above: batch 16, 160k steps.
+  tpu     the recipe on a TPU v4-16 slice (8 chips): bfloat16
+          compute (float32 parameters and optimizer state), batch 16 as
+          2 per chip, data-parallel mesh. Estimated step time, not
+          measured: 386 GFLOP forward per 512x512 image (XLA's count),
+          x3 for the train step, over 8 x 275 TFLOP/s (TPU v4's published
+          bfloat16 peak): 8.4 ms at peak, ~21 ms at 40% of it
+          (segjax/configs/tpu.py).
   local   laptop CPU (tens of minutes on 2 cores): 128x128 crops of images
           scaled by 0.25-0.5, evaluation at 128x128, ResNet-18 at output
           stride 16, narrow heads, 300 steps, no cache.
@@ -36,13 +43,14 @@ Variants (`--config experiments/ade20k_deeplabv3plus.py:local`):
 """
 
 from segjax.configs import base
+from segjax.configs import tpu
 
 
 def get_config(arg=None):
   """Returns the experiment config; `arg` picks a variant (see docstring)."""
-  if arg not in (None, '', 'local', 'tiny'):
+  if arg not in (None, '', 'local', 'tiny', 'tpu'):
     raise ValueError(f'Unknown variant {arg!r} of ade20k_deeplabv3plus; use '
-                     '"local", "tiny" or nothing.')
+                     '"local", "tiny", "tpu" or nothing.')
   config = base.get_config()
   config.data_seed = 0
 
@@ -75,6 +83,9 @@ def get_config(arg=None):
   config.eval_every_steps = 16_000
   config.checkpoint_every_steps = 2_000
 
+  if arg == 'tpu':
+    tpu.apply(config, chips=8, per_chip_batch=2,
+              eval_per_chip_batch=2)
   if arg in ('local', 'tiny'):
     config.data.cache = False
     config.data.augment = 'scale(0.25, 0.5)|crop(128, 128)|flip_lr'

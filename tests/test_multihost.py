@@ -179,6 +179,18 @@ def test_gke_tpu_pod_initializes_from_its_variables(no_cluster, monkeypatch):
   assert no_cluster == [{'args': (), 'resolved': ('pod-0.svc:8482', 2, 0)}]
 
 
+def test_with_the_preemption_service_no_python_handler_is_installed():
+  from segjax.training import monitoring  # pylint: disable=g-import-not-at-top
+  before = signal.getsignal(signal.SIGTERM)
+  with monitoring.StopSignal(install=False) as stop:
+    assert signal.getsignal(signal.SIGTERM) is before
+  assert stop.received is None
+  with monitoring.StopSignal() as stop:  # A single process: its own.
+    assert signal.getsignal(signal.SIGTERM) is not before
+  assert signal.getsignal(signal.SIGTERM) is before
+  assert not distributed.preemption_service()  # This test process.
+
+
 # --- Two processes --------------------------------------------------------
 
 
