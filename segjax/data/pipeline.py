@@ -39,11 +39,6 @@ def _local_batch_size(global_batch_size, process_count):
   return global_batch_size // process_count
 
 
-def _read(builder, split, spec):
-  ds = builder.as_dataset(split=split, shuffle_files=False)
-  return ds.map(spec.standardize, num_parallel_calls=tf.data.AUTOTUNE)
-
-
 def _read_encoded(builder, split, spec, counter=None):
   """The split's records with images left encoded, and their decoder.
 
@@ -51,7 +46,7 @@ def _read_encoded(builder, split, spec, counter=None):
     (dataset, decode): `dataset` yields examples whose image features
     (`tfds.features.Image`: photos, label and instance PNGs) are still the
     stored bytes; `decode(example)` decodes them as TFDS would and applies
-    `spec.standardize`, giving what `_read` gives, and adds 1 to `counter`
+    `spec.standardize`, giving what TFDS's own decoding and the spec give, and adds 1 to `counter`
     (a tf.Variable int64) when one is given.
   """
   features = builder.info.features
