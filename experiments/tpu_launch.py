@@ -42,8 +42,7 @@ def commands(args, exists):
   out.append(tpu + ['scp', _REPO_TARBALL, f'{args.name}:~/', *where,
                     '--worker=all'])
   setup = ('mkdir -p ~/segjax && tar -xzf ~/segjax_src.tar.gz -C ~/segjax && '
-           'cd ~/segjax && python3 -m pip install -q -e ".[data]" '
-           f'"jax[tpu]{args.jax_version}"')
+           'cd ~/segjax && python3 -m pip install -q -e ".[data,tpu]"')
   out.append(tpu + ['ssh', args.name, *where, '--worker=all',
                     f'--command={setup}'])
   run = ('cd ~/segjax && python3 -m segjax.main ' +
@@ -74,8 +73,6 @@ def main(argv):
                       help='TPU VM software version (runtime image)')
   parser.add_argument('--spot', action='store_true',
                       help='create a Spot (preemptible) VM')
-  parser.add_argument('--jax-version', default='',
-                      help="pip version spec for jax[tpu], e.g. '==0.10.2'")
   parser.add_argument('--dry-run', action='store_true',
                       help='print the gcloud commands, run nothing')
   split = argv.index('--') if '--' in argv else len(argv)

@@ -1,4 +1,5 @@
-"""Test set-up: 8 fake CPU devices, a persistent compile cache, tiny data.
+"""Test set-up: 8 fake CPU devices, a persistent compile cache, tiny data,
+and the number of pytest-xdist workers.
 
 XLA_FLAGS must be set before JAX initialises its backend, hence at import
 time of this file (pytest imports it before any test module).
@@ -20,6 +21,18 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 CACHE = REPO / '.cache' / 'jax_compilation'
 jax.config.update('jax_compilation_cache_dir', str(CACHE))
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
+def pytest_xdist_auto_num_workers(config):
+  """`-n auto` (pyproject's addopts): one worker per core, at most four.
+
+  Each worker holds 8 fake devices and several tests start JAX child
+  processes of their own, so more workers buy little and cost memory.
+  """
+  del config
+  cores = (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+           else os.cpu_count() or 1)
+  return max(1, min(cores, 4))
 
 
 @pytest.fixture(scope='session')

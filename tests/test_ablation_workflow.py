@@ -9,6 +9,9 @@ import pytest
 from segjax import results
 from segjax import sweeps
 
+# Its module-scoped fixtures build once, on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group('ablation_workflow')
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ABLATION = str(REPO / 'experiments' / 'ablations' / 'shapes_loss.py') + ':tiny'
 NOTEBOOK = REPO / 'experiments' / 'notebooks' / 'compare_ablations.ipynb'

@@ -21,6 +21,9 @@ from segjax.tasks import binary as binary_lib
 from segjax.training import steps as steps_lib
 from segjax.training import train
 
+# Its module-scoped fixtures build once, on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group('binary_task')
+
 IGNORE = 255
 DSB_SPEC = types.SimpleNamespace(num_classes=2, thing_classes=(1,),
                                  class_names=('background', 'nucleus'))

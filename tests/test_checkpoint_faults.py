@@ -33,6 +33,9 @@ from segjax.inference import report
 from segjax.training import checkpointing
 from segjax.training import train
 
+# Its module-scoped fixtures build once, on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group('checkpoint_faults')
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / 'experiments' / 'shapes_unet.py')
 EMA = 0.99

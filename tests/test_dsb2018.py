@@ -20,6 +20,9 @@ from segjax.data import dsb2018
 from segjax.data.tf_host import tf
 from segjax.errors import DataError
 
+# Its module-scoped fixtures build once, on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group('dsb2018')
+
 REAL = (pathlib.Path(__file__).resolve().parents[1].parent / 'shared' /
         'data' / 'dsb2018')
 needs_real = pytest.mark.skipif(

@@ -8,6 +8,9 @@ import pytest
 import synthetic_dsb
 from segjax.data import pipeline
 
+# Its module-scoped fixtures build once, on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group('dsb2018_pipeline')
+
 
 @pytest.fixture(scope='module')
 def dsb_copy(tmp_path_factory):

@@ -19,6 +19,9 @@ from segjax.inference import run as run_lib
 from segjax.models.inputs import normalize_images
 from segjax.training import train
 
+# Its module-scoped fixtures build once, on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group('inference_run')
+
 
 def _train(config, tfds_dir, workdir):
   config.data.data_dir = tfds_dir

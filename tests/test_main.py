@@ -18,6 +18,18 @@ def _command(workdir, *overrides, arg='tiny'):
           f'--workdir={workdir}', *overrides]
 
 
+def _summary_tags(folder):
+  """{(step, tag, plugin)} of every summary in `folder`'s event files."""
+  from segjax.data.tf_host import tf  # pylint: disable=g-import-not-at-top
+  found = set()
+  for path in folder.glob('events.out.tfevents.*'):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        found.add((event.step, value.tag,
+                   value.metadata.plugin_data.plugin_name))
+  return found
+
+
 def _run(cmd, env, timeout=300, cwd=REPO):
   return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True,
                         text=True, timeout=timeout, check=False)
@@ -25,10 +37,12 @@ def _run(cmd, env, timeout=300, cwd=REPO):
 
 def test_tiny_run_writes_everything_a_notebook_needs(tmp_path, subprocess_env):
   # A relative workdir, as in the README (Orbax itself needs absolute paths).
-  result = _run(_command('run'), subprocess_env, cwd=tmp_path)
+  result = _run(_command('run', '--config.profile_steps=(12,14)'),
+                subprocess_env, cwd=tmp_path)
   workdir = tmp_path / 'run'
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'step 20/20' in result.stderr  # The progress line.
+  assert '\r[' not in result.stderr  # No progress bar outside a terminal.
 
   config = json.loads((workdir / 'config.json').read_text())
   assert config['data']['name'] == 'shapes/tiny'
@@ -43,8 +57,15 @@ def test_tiny_run_writes_everything_a_notebook_needs(tmp_path, subprocess_env):
           (20, 'test')} <= splits
   final_val = [r for r in rows if r['split'] == 'validation'][-1]
   assert 0 <= final_val['miou'] <= 1 and final_val['num_examples'] == 24
-  assert list((workdir / 'tensorboard').glob('events.out.tfevents.*'))
   assert (workdir / 'images' / 'step_0000020_validation.png').exists()
+  # The profile of steps 12-14, where TensorBoard's profile plugin looks.
+  assert list((workdir / 'tensorboard' / 'plugins' / 'profile').glob(
+      '*/*.xplane.pb'))
+  # TensorBoard gets the scalars and, at each evaluation, the panel.
+  tags = _summary_tags(workdir / 'tensorboard')
+  assert {(20, 'validation/miou', 'scalars'),
+          (10, 'validation/predictions', 'images'),
+          (20, 'validation/predictions', 'images')} <= tags
   assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()
                 if p.name.isdigit()) == ['10', '20']
 

@@ -226,15 +226,18 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_resume_is_exact(
   job[1].send_signal(signal.SIGTERM)
   sent = time.time()
   for proc, log in zip(job, logs):
-    proc.wait(timeout=120)
+    proc.wait(timeout=300)
     assert proc.returncode == 0, log.read_text()[-3000:]
-  assert time.time() - sent < 60
+  assert time.time() - sent < 120
   steps = sorted(int(p.name) for p in
                  (tmp_path / 'stopped' / 'checkpoints').iterdir()
                  if p.name.isdigit())
   assert len(steps) == 1 and steps[0] < _STEPS, steps
   for log in logs:  # Both processes stopped at the same step.
     assert f'saved step {steps[0]} and stopping' in log.read_text()
+  # Only process 0 reports progress.
+  assert ' | ETA ' in logs[0].read_text()
+  assert ' | ETA ' not in logs[1].read_text()
   multiprocess.wait_all(multiprocess.start_job(stopped, env, 2, 2))
   multiprocess.wait_all(whole)
   jax.tree.map(np.testing.assert_array_equal,

@@ -13,6 +13,9 @@ from experiments import shapes_unet
 from segjax.inference import predict as predict_lib
 from segjax.training import train
 
+# Its module-scoped fixtures build once, on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group('predict_outputs')
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -24,6 +24,9 @@ from experiments import shapes_unet
 from segjax.errors import ConfigError
 from segjax.training import train
 
+# Its module-scoped fixtures build once, on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group('resume')
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / 'experiments' / 'shapes_unet.py')
 STEPS = 24
@@ -88,7 +91,7 @@ def _start_and_interrupt(cmd, env, workdir, at_step, sig,
     time.sleep(0.01)
   assert proc.poll() is None, 'the run ended before it could be interrupted'
   proc.send_signal(sig)
-  _, stderr = proc.communicate(timeout=120)
+  _, stderr = proc.communicate(timeout=300)
   return stderr
 
 

@@ -195,10 +195,20 @@ def test_tpu_launch_dry_run_prints_every_gcloud_step():
   assert lines[1].startswith('gcloud compute tpus tpu-vm create seg-tpu')
   assert '--accelerator-type=v4-32' in lines[1] and '--spot' in lines[1]
   assert 'scp' in lines[2] and '--worker=all' in lines[2]
-  assert 'pip install' in lines[3] and 'jax[tpu]' in lines[3]
+  assert 'pip install' in lines[3] and '.[data,tpu]' in lines[3]
   assert ('python3 -m segjax.main --config '
           'experiments/cityscapes_deeplabv3plus.py --workdir gs://bucket/run'
           in lines[4]) and '--worker=all' in lines[4]
+
+
+def test_accelerator_extras_bring_jax_within_the_core_pin():
+  import tomllib  # pylint: disable=g-import-not-at-top
+  project = tomllib.loads((REPO / 'pyproject.toml').read_text())['project']
+  [core] = [r for r in project['dependencies'] if r.startswith('jax>')]
+  pin = core[len('jax'):]
+  extras = project['optional-dependencies']
+  assert extras['tpu'] == [f'jax[tpu]{pin}']
+  assert extras['cuda'] == [f'jax[cuda12]{pin}']
 
 
 def test_tpu_launch_needs_the_segjax_flags():

@@ -193,7 +193,7 @@ def test_sweep_runs_skips_and_resumes(experiment, tmp_path, tfds_dir,
 def _cli(*args, env):
   return subprocess.run([sys.executable, '-m', 'segjax.sweep', *args],
                         env=env, cwd=REPO, capture_output=True, text=True,
-                        timeout=120, check=False)
+                        timeout=300, check=False)
 
 
 def test_cli_unknown_field_is_one_line(experiment, tmp_path, subprocess_env):

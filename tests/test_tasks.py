@@ -27,6 +27,9 @@ from segjax import tasks
 from segjax.errors import ConfigError
 from segjax.tasks import base
 
+# Its module-scoped fixtures build once, on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group('tasks')
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -1,5 +1,6 @@
 """Whole tiny runs: the NaN guard, EMA evaluation, logging, model_init."""
 
+import io
 import json
 
 import flax
@@ -55,6 +56,48 @@ def test_guard_names_the_step_and_the_first_non_finite_term():
                      r'grad_norm=inf'):
     monitoring.summarize([ok, ok, bad], first_step=10)
   assert monitoring.summarize([ok, ok], 1)['loss'] == 1.0
+
+
+class _Clock:
+  now = 0.0
+
+  def __call__(self):
+    return self.now
+
+
+def test_eta_averages_the_last_log_intervals():
+  clock = _Clock()
+  progress = monitoring.Progress(0, 1000, 8, None, window=3, clock=clock)
+  assert progress.eta_seconds(0) is None
+  # 10-step intervals: the first holds the compile (100 s); one holds an
+  # evaluation (40 s).
+  for step, seconds in zip((10, 20, 30, 40, 50), (100, 10, 10, 40, 10)):
+    clock.now += seconds
+    means = progress.measure(step)
+    if step == 10:  # One interval so far: that one.
+      assert progress.eta_seconds(10) == pytest.approx(990 * 10.0)
+  assert means['step_time_s'] == pytest.approx(1.0)  # The last interval.
+  # The last three intervals: (10 + 40 + 10) s over 30 steps.
+  assert progress.eta_seconds(50) == pytest.approx(950 * 2.0)
+  means['loss'] = 0.5
+  assert progress.line(50, means).endswith('| loss 0.5000 | ETA 31m40s')
+
+
+def test_progress_bar_redraws_at_most_twice_a_second():
+  clock, stream = _Clock(), io.StringIO()
+  progress = monitoring.Progress(0, 40, 8, None, bar_stream=stream,
+                                 clock=clock)
+  clock.now = 1.0
+  progress.tick(10)
+  assert stream.getvalue() == '\r[' + '#' * 7 + '.' * 23 + '] 10/40 ETA ?\033[K'
+  clock.now = 1.2
+  progress.tick(11)  # Too soon: not redrawn.
+  progress.measure(20)
+  progress.tick(40)  # The last step is always drawn.
+  assert stream.getvalue().count('\r[') == 2
+  assert stream.getvalue().endswith('] 40/40 ETA 0m00s\033[K')
+  progress.clear()
+  assert stream.getvalue().endswith('\r\033[K')
 
 
 def test_a_poisoned_batch_trips_the_guard():

@@ -88,6 +88,9 @@ def get_config():
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
   config.num_images_to_save = 4  # Prediction panels per evaluation.
+  # Steps to trace with jax.profiler (their span, e.g. (101, 105)), written
+  # to <workdir>/tensorboard/plugins/profile for TensorBoard's profile tab.
+  config.profile_steps = ()
   # EMA of the weights, evaluated and saved beside them (0 = off).
   config.ema_decay = 0.0
   config.grad_accum_steps = 1  # Micro-batches per step.

@@ -25,6 +25,12 @@ from segjax.parallel import sharding as sharding_lib
 from segjax.inference import run as run_lib
 
 
+def _save(fig, path):
+  """Writes a figure as PNG through epath (local or gs://)."""
+  with epath.Path(path).open('wb') as f:
+    fig.savefig(f, format='png', dpi=100)
+
+
 def _plots(prefix, cm, scores, class_names):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
@@ -39,7 +45,7 @@ def _plots(prefix, cm, scores, class_names):
   ax.set_ylabel('ground truth')
   ax.set_title('confusion (rows normalised)')
   fig.tight_layout()
-  fig.savefig(f'{prefix}_confusion.png', dpi=100)
+  _save(fig, f'{prefix}_confusion.png')
   plt.close(fig)
   fig, ax = plt.subplots(figsize=(2.0 + 0.4 * n, 3.5))
   ax.bar(range(n), np.nan_to_num(scores['iou']))
@@ -48,7 +54,7 @@ def _plots(prefix, cm, scores, class_names):
   ax.set_ylabel('IoU')
   ax.set_title(f'per-class IoU (mIoU {scores["miou"]:.3f})')
   fig.tight_layout()
-  fig.savefig(f'{prefix}_iou.png', dpi=100)
+  _save(fig, f'{prefix}_iou.png')
   plt.close(fig)
 
 

@@ -6,6 +6,7 @@ step would stall the asynchronous dispatch). `summarize` then checks every
 step's values before anything from those steps is logged or saved.
 """
 
+import collections
 import math
 import signal
 import threading
@@ -135,6 +136,37 @@ class StopSignal:
     return False
 
 
+class TraceWindow:
+  """A `jax.profiler` trace of the training steps from min(steps) to
+  max(steps) (1-based: step n makes the update that yields state.step == n),
+  written under `logdir`/plugins/profile/, where TensorBoard's profile plugin
+  finds it. Every process traces its own host.
+  """
+
+  def __init__(self, steps, logdir):
+    steps = sorted(int(s) for s in steps)
+    self.first, self.last = (steps[0], steps[-1]) if steps else (None, None)
+    self.logdir, self.active = str(logdir), False
+
+  def before(self, step):
+    """Call before step `step` is dispatched."""
+    if step == self.first:
+      jax.profiler.start_trace(self.logdir)
+      self.active = True
+
+  def after(self, step, state):
+    """Call once step `step` is dispatched; ends the trace after the last,
+    waiting for it to run (the step is asynchronous)."""
+    if self.active and step >= self.last:
+      jax.block_until_ready(state)
+      self.close()
+
+  def close(self):
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False
+
+
 def _duration(seconds):
   seconds = int(seconds)
   if seconds >= 3600:
@@ -143,38 +175,88 @@ def _duration(seconds):
 
 
 class Progress:
-  """Step time, images/s, achieved FLOP/s and ETA between log points.
+  """Step time, images/s and achieved FLOP/s between log points, an ETA,
+  and (in an interactive terminal) a progress bar.
+
+  The ETA uses the mean wall time per step over the last `window` log
+  intervals (evaluations and checkpoints inside them included, as they will
+  recur), not the last interval alone, which swings with every evaluation.
+  The first interval, which holds the step's first dispatch, is left out.
 
   Args:
     start_step: the first step of this (possibly resumed) run.
     num_steps: the last step.
     batch_size: global examples per step.
     flops_per_step: XLA's estimate for one train step (None if unknown).
+    window: log intervals the ETA averages over.
+    bar_stream: where the bar is drawn (a terminal), or None for no bar.
+    clock: seconds now (time.monotonic; injectable for tests).
   """
 
-  def __init__(self, start_step, num_steps, batch_size, flops_per_step):
+  def __init__(self, start_step, num_steps, batch_size, flops_per_step,
+               window=10, bar_stream=None, clock=time.monotonic):
     self.num_steps, self.batch_size = num_steps, batch_size
     self.flops_per_step = flops_per_step
-    self.last_step, self.last_time = start_step, time.time()
+    self._clock, self._bar = clock, bar_stream
+    self.last_step, self.last_time = start_step, clock()
+    self._start = (self.last_step, self.last_time)
+    self._points = collections.deque(maxlen=window + 1)  # (step, time)
+    self._drawn = 0.0  # When the bar was last drawn.
 
   def measure(self, step):
     """{'step_time_s', 'images_per_s', 'achieved_flops_per_s'} since the
     last call (the first interval includes the first step's dispatch)."""
-    now = time.time()
+    now = self._clock()
     step_time = (now - self.last_time) / max(step - self.last_step, 1)
     self.last_step, self.last_time = step, now
+    self._points.append((step, now))
     out = {'step_time_s': step_time,
            'images_per_s': self.batch_size / max(step_time, 1e-9)}
     if self.flops_per_step:
       out['achieved_flops_per_s'] = self.flops_per_step / max(step_time, 1e-9)
     return out
 
+  def seconds_per_step(self):
+    """Mean wall seconds per step over the window (None before the first
+    log point; the first interval alone until there is a second)."""
+    if not self._points:
+      return None
+    (s0, t0), (s1, t1) = (self._start if len(self._points) == 1
+                          else self._points[0]), self._points[-1]
+    return (t1 - t0) / max(s1 - s0, 1)
+
+  def eta_seconds(self, step):
+    rate = self.seconds_per_step()
+    return None if rate is None else (self.num_steps - step) * rate
+
   def line(self, step, means):
-    eta = (self.num_steps - step) * means['step_time_s']
+    eta = self.eta_seconds(step)
     text = (f'step {step}/{self.num_steps} '
             f'({100 * step / self.num_steps:.0f}%) | '
             f'{1 / max(means["step_time_s"], 1e-9):.2f} steps/s, '
             f'{means["images_per_s"]:.1f} img/s')
     if 'achieved_flops_per_s' in means:
       text += f', {means["achieved_flops_per_s"] / 1e12:.3g} TFLOP/s'
-    return text + f' | loss {means["loss"]:.4f} | ETA {_duration(eta)}'
+    text += f' | loss {means["loss"]:.4f}'
+    return text + (f' | ETA {_duration(eta)}' if eta is not None else '')
+
+  def tick(self, step, width=30):
+    """Redraws the bar after `step` (at most twice a second)."""
+    now = self._clock()
+    if self._bar is None or (now - self._drawn < 0.5 and
+                             step < self.num_steps):
+      return
+    self._drawn = now
+    filled = int(width * step / self.num_steps)
+    eta = self.eta_seconds(step)
+    self._bar.write(
+        f'\r[{"#" * filled}{"." * (width - filled)}] {step}/'
+        f'{self.num_steps} ETA {_duration(eta) if eta is not None else "?"}'
+        '\033[K')
+    self._bar.flush()
+
+  def clear(self):
+    """Erases the bar, so that a log line starts on a clean line."""
+    if self._bar is not None and self._drawn:
+      self._bar.write('\r\033[K')
+      self._bar.flush()

@@ -8,13 +8,16 @@
                   FLOPs per train step (XLA cost analysis).
   metrics.jsonl   one JSON object per line: {"step", "split", metrics...};
                   split is "train" or an eval split name.
-  tensorboard/    the same scalars as TensorBoard event files.
+  tensorboard/    the same scalars, and the prediction panels, as
+                  TensorBoard event files (clu's metric writer); a
+                  profile of config.profile_steps under plugins/profile/.
   images/         PNGs of predictions beside the ground truth.
 
 Only process 0 writes these; every process takes part in checkpoints.
 """
 
 import datetime
+import importlib
 import importlib.metadata
 import json
 import math
@@ -175,29 +178,35 @@ class RunRecord:
     with (self.workdir / 'metrics.jsonl').open('a') as f:
       f.write(json.dumps(row) + '\n')
     writer = self._writer()
-    with writer.as_default(step=int(step)):
-      for k, v in row.items():
-        if isinstance(v, (int, float)) and k != 'step':
-          self._tf.summary.scalar(f'{split}/{k}', v)
+    writer.write_scalars(int(step), {
+        f'{split}/{k}': v for k, v in row.items()
+        if isinstance(v, (int, float)) and k != 'step'})
     writer.flush()
 
-  def write_image(self, name, image):
-    """Saves a [H, W, 3] uint8 array as images/<name>.png."""
+  def write_image(self, step, tag, image):
+    """Saves a [H, W, 3] uint8 panel as images/step_<step>_<tag>.png and as
+    the TensorBoard image `<tag>/predictions` at `step`."""
     if not self.is_writer:
       return
     from PIL import Image  # pylint: disable=g-import-not-at-top
+    image = np.asarray(image, np.uint8)
     folder = self.workdir / 'images'
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / f'{name}.png').open('wb') as f:
-      Image.fromarray(np.asarray(image, np.uint8)).save(f, format='PNG')
+    with (folder / f'step_{int(step):07d}_{tag}.png').open('wb') as f:
+      Image.fromarray(image).save(f, format='PNG')
+    writer = self._writer()
+    writer.write_images(int(step), {f'{tag}/predictions': image[None]})
+    writer.flush()
 
   def _writer(self):
+    """clu's TensorBoard writer (TensorFlow summaries: local and gs://
+    folders alike), created on first use so that only a writing process
+    imports TensorFlow through it."""
     if self._tb is None:
-      # TensorFlow's summary writer handles local and gs:// folders alike;
-      # imported here so that nothing but the trainer's writer needs it.
-      from segjax.data.tf_host import tf  # pylint: disable=g-import-not-at-top
-      self._tf = tf
-      self._tb = tf.summary.create_file_writer(
+      # segjax's TensorFlow set-up (host CPU only) comes before clu's import.
+      importlib.import_module('segjax.data.tf_host')
+      from clu import metric_writers  # pylint: disable=g-import-not-at-top
+      self._tb = metric_writers.SummaryWriter(
           str(self.workdir / 'tensorboard'))
     return self._tb
 

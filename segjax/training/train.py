@@ -11,6 +11,7 @@ position (see `segjax.data.pipeline`).
 """
 
 import os
+import sys
 
 from absl import logging
 from etils import epath
@@ -82,6 +83,12 @@ def check_config(config):
   ema = config.ema_decay
   if not 0.0 <= ema < 1.0:
     raise ConfigError(f'config.ema_decay={ema!r} must be in [0, 1).')
+  steps = config.profile_steps
+  if not all(isinstance(s, int) and 1 <= s <= config.num_train_steps
+             for s in steps):
+    raise ConfigError(
+        f'config.profile_steps={tuple(steps)!r}: give step numbers from 1 '
+        f'to num_train_steps={config.num_train_steps}, e.g. (11, 15).')
 
 
 def _initial_state(config, model, tx, image_shape, mesh, shardings, ema):
@@ -159,7 +166,7 @@ def _evaluate(evaluator, variables, step, split, config, task, builder,
                        f'{split!r}, expected {expected}.')
   record.write_metrics(step, tag, row)
   if result.panel is not None:
-    record.write_image(f'step_{step:07d}_{tag}', result.panel)
+    record.write_image(step, tag, result.panel)
   logging.info('step %d %s: %s (%d images)', step, tag, task.summary(row),
                row['num_examples'])
   return row
@@ -317,10 +324,14 @@ def train_and_evaluate(config, workdir):
           builder, record, tag=f'{split}_ema')
     return scores
 
+  writer = record.is_writer  # Only process 0 reports progress.
+  progress = monitoring.Progress(
+      start_step, config.num_train_steps, config.batch_size, flops,
+      bar_stream=sys.stderr if writer and sys.stderr.isatty() else None)
+  trace = monitoring.TraceWindow(config.profile_steps,
+                                 workdir / 'tensorboard')
   try:  # Saves already started complete even if a step fails.
     train_iter = pipeline.as_numpy(train_ds)
-    progress = monitoring.Progress(start_step, config.num_train_steps,
-                                   config.batch_size, flops)
     history = []  # Per-step metrics on the device since the last fetch.
     results = {}  # split -> scores of the latest evaluation.
     eval_split = config.data.eval_split
@@ -333,10 +344,13 @@ def train_and_evaluate(config, workdir):
     with monitoring.StopSignal(
         install=not distributed.preemption_service()) as stop:
       for step in range(start_step, config.num_train_steps):
-        batch = sharding_lib.to_global_array(next(train_iter), mesh)
-        state, step_metrics = compiled_train_step(state, batch)
-        history.append(step_metrics)
         done = step + 1
+        batch = sharding_lib.to_global_array(next(train_iter), mesh)
+        trace.before(done)
+        state, step_metrics = compiled_train_step(state, batch)
+        trace.after(done, state)
+        progress.tick(done)
+        history.append(step_metrics)
         here = position(done)  # The stream position after this step.
         last = done == config.num_train_steps
         evaluating = last or done % config.eval_every_steps == 0
@@ -356,7 +370,9 @@ def train_and_evaluate(config, workdir):
           if memory is not None:
             means['device_memory_bytes'] = memory
           record.write_metrics(done, 'train', means)
-          logging.info('%s', progress.line(done, means))
+          if writer:
+            progress.clear()
+            logging.info('%s', progress.line(done, means))
         best = None
         if evaluating:
           results.update(evaluate(done, eval_split))
@@ -382,5 +398,7 @@ def train_and_evaluate(config, workdir):
       results.update(evaluate(final_step, split))
     return results
   finally:
+    trace.close()
+    progress.clear()
     checkpointer.close()
     record.close()
