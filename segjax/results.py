@@ -2,8 +2,9 @@
 
 Reads only what the trainer writes (config.json, run_info.json,
 metrics.jsonl) and segjax.sweep's sweep.json, with pandas (and matplotlib for
-the plots): it never imports JAX or TensorFlow, so it works on a laptop with a
-copy of the workdirs.
+the plots), from local folders or Cloud Storage (gs://, through etils.epath):
+importing it imports neither JAX nor TensorFlow, so it works on a laptop
+with a copy of the workdirs.
 
   from segjax import results
   df = results.load_runs('runs/ablations/shapes_output_stride')  # sweep root
@@ -28,6 +29,7 @@ import os
 import re
 import warnings
 
+from etils import epath
 import numpy as np
 import pandas as pd
 
@@ -56,20 +58,57 @@ def _flatten(tree, prefix):
   return out
 
 
+# Paths: local ones through os.path (symbolic links resolved, so one run
+# named two ways is read once), URIs (gs://...) through epath as they are.
+
+
+def _is_uri(path):
+  return '://' in str(path)
+
+
+def _join(folder, name):
+  return (str(epath.Path(folder) / name) if _is_uri(folder)
+          else os.path.join(folder, name))
+
+
+def _real(path):
+  return str(path).rstrip('/') if _is_uri(path) else os.path.realpath(path)
+
+
+def _parent(path):
+  return str(epath.Path(path).parent) if _is_uri(path) else os.path.dirname(
+      path)
+
+
+def _name(path):
+  return epath.Path(path).name if _is_uri(path) else os.path.basename(
+      os.path.normpath(path))
+
+
+def _glob(pattern):
+  """Sorted matches of a glob; a URI's from its first part with a wildcard
+  on (epath globs below a folder)."""
+  if not _is_uri(pattern):
+    return sorted(globlib.glob(pattern))
+  parts = pattern.split('/')
+  first = next(i for i, part in enumerate(parts) if globlib.has_magic(part))
+  base = epath.Path('/'.join(parts[:first]))
+  return sorted(str(p) for p in base.glob('/'.join(parts[first:])))
+
+
 def _read_json(path):
-  try:
-    with open(path, encoding='utf-8') as f:
-      return json.load(f)
-  except FileNotFoundError:
+  path = epath.Path(path)
+  if not path.exists():
     return {}
+  try:
+    return json.loads(path.read_text(encoding='utf-8'))
   except json.JSONDecodeError as e:
     raise ValueError(f'{path}:{e.lineno}: malformed JSON ({e.msg})') from None
 
 
 def _read_metrics(path):
   """The rows of a metrics.jsonl, nulls (non-finite values) as NaN."""
-  with open(path, encoding='utf-8') as f:
-    lines = f.read().split('\n')
+  lines = epath.Path(path).read_text(encoding='utf-8').split('\n')
   rows = []
   for lineno, line in enumerate(lines, 1):
     if not line.strip():
@@ -94,16 +133,17 @@ def _read_metrics(path):
 def _sweep_points(root):
   """{real path: (workdir, name, point fields)} of a sweep root's points."""
   points = {}
-  for i, p in enumerate(_read_json(os.path.join(root, 'sweep.json'))
+  for i, p in enumerate(_read_json(_join(root, 'sweep.json'))
                         .get('points', [])):
     name = p.get('name', f'point{i}')
     workdir = p.get('workdir') or name
     # A relative workdir is relative to the sweep root or to where the sweep
     # ran; the root may also have been copied elsewhere since.
-    candidates = [os.path.join(root, workdir), workdir,
-                  os.path.join(root, os.path.basename(workdir))]
-    workdir = next((c for c in candidates if os.path.isdir(c)), candidates[0])
-    points[os.path.realpath(workdir)] = (workdir, name, p.get('point', {}))
+    candidates = [_join(root, workdir), workdir,
+                  _join(root, _name(workdir))]
+    workdir = next((c for c in candidates if epath.Path(c).is_dir()),
+                   candidates[0])
+    points[_real(workdir)] = (workdir, name, p.get('point', {}))
   return points
 
 
@@ -113,14 +153,13 @@ def _expand(paths):
     paths = [paths]
   folders = []
   for path in map(os.fspath, paths):
-    matches = sorted(globlib.glob(path)) if globlib.has_magic(path) else [
-        path]
+    matches = _glob(path) if globlib.has_magic(path) else [path]
     for match in matches or [path]:
-      if os.path.isfile(os.path.join(match, 'sweep.json')):
+      if epath.Path(_join(match, 'sweep.json')).is_file():
         folders.extend(w for w, _, _ in _sweep_points(match).values())
-      elif os.path.isdir(match):
+      elif epath.Path(match).is_dir():
         folders.append(match)
-      elif not os.path.exists(match):
+      elif not epath.Path(match).exists():
         warnings.warn(f'{match}: no such folder')
       # Files a glob matched (sweep.json, logs) are not runs: left out.
   return folders
@@ -139,26 +178,24 @@ def load_runs(paths, splits=None):
     splits = [splits]
   records, seen, names, sweeps = [], set(), {}, {}
   for folder in _expand(paths):
-    real = os.path.realpath(folder)
+    real = _real(folder)
     if real in seen:  # Named twice (a glob and a sweep root, say).
       continue
     seen.add(real)
-    metrics_path = os.path.join(folder, 'metrics.jsonl')
-    if not os.path.isfile(metrics_path):
+    metrics_path = _join(folder, 'metrics.jsonl')
+    if not epath.Path(metrics_path).is_file():
       warnings.warn(f'{folder}: no metrics.jsonl, skipped')
       continue
     # A run inside a sweep root is named and described by its sweep point,
     # however it was found (the root, a glob, or its own path).
-    parent = os.path.dirname(real)
+    parent = _parent(real)
     if parent not in sweeps:
-      has_sweep = os.path.isfile(os.path.join(parent, 'sweep.json'))
+      has_sweep = epath.Path(_join(parent, 'sweep.json')).is_file()
       sweeps[parent] = _sweep_points(parent) if has_sweep else {}
-    _, name, point = sweeps[parent].get(
-        real, (None, os.path.basename(os.path.normpath(folder)), {}))
+    _, name, point = sweeps[parent].get(real, (None, _name(folder), {}))
     names.setdefault(name, []).append(real)
-    info = _read_json(os.path.join(folder, 'run_info.json'))
-    fixed = _flatten(_read_json(os.path.join(folder, 'config.json')),
-                     'config')
+    info = _read_json(_join(folder, 'run_info.json'))
+    fixed = _flatten(_read_json(_join(folder, 'config.json')), 'config')
     fixed.update({k: info.get(k, math.nan) for k in _INFO})
     fixed.update(_flatten(point, 'point'))
     rows = _read_metrics(metrics_path)
@@ -184,8 +221,8 @@ def load_runs(paths, splits=None):
   # by their parent folder.
   for r in records:
     if len(names[r['run']]) > 1:
-      parent = os.path.dirname(os.path.realpath(r['workdir']))
-      r['run'] = f'{os.path.basename(parent)}/{r["run"]}'
+      parent = _parent(_real(r['workdir']))
+      r['run'] = f'{_name(parent)}/{r["run"]}'
   df = pd.DataFrame.from_records(records)
   return df[sorted(df.columns, key=lambda c: (  # base, metrics, config, ...
       0 if c in _BASE else 4 if c.startswith('point.') else 3 if c in _INFO

@@ -35,6 +35,17 @@ def pytest_xdist_auto_num_workers(config):
   return max(1, min(cores, 4))
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_processes():
+  """After each test, kills the JAX jobs it started through
+  tests/multiprocess.py and left running."""
+  yield
+  import sys  # pylint: disable=g-import-not-at-top
+  helper = sys.modules.get('multiprocess')
+  if hasattr(helper, 'stop_leftovers'):
+    helper.stop_leftovers()
+
+
 @pytest.fixture(scope='session')
 def tfds_dir(tmp_path_factory):
   """A TFDS data_dir with `shapes/tiny` built in it, shared by the session.

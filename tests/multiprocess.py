@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+_STARTED = []  # Every process started here, for `stop_leftovers`.
 
 
 def free_port():
@@ -24,11 +25,24 @@ def start(args, env, devices, log=None):
   stderr goes to `log` (a path) when given, else to a pipe.
   """
   stderr = open(log, 'w') if log else subprocess.PIPE  # pylint: disable=consider-using-with
-  return subprocess.Popen(
+  proc = subprocess.Popen(
       [sys.executable, '-m', 'segjax.main', *args], cwd=REPO,
       stdout=subprocess.DEVNULL, stderr=stderr, text=True,
       env=dict(env, XLA_FLAGS=(
           f'--xla_force_host_platform_device_count={devices}')))
+  _STARTED.append(proc)
+  return proc
+
+
+def stop_leftovers():
+  """Kills what a test started and left running (it failed part-way): a
+  leftover job would slow every later test, and its peers' collectives
+  time out under that load."""
+  while _STARTED:
+    proc = _STARTED.pop()
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
 
 
 def start_job(args, env, num_processes, devices, logs=None):

@@ -88,6 +88,8 @@ def get_config():
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
   config.num_images_to_save = 4  # Prediction panels per evaluation.
+  # TensorBoard event files in <workdir>/tensorboard/ (scalars and panels).
+  config.tensorboard = True
   # Steps to trace with jax.profiler (their span, e.g. (101, 105)), written
   # to <workdir>/tensorboard/plugins/profile for TensorBoard's profile tab.
   config.profile_steps = ()

@@ -99,3 +99,19 @@ def preemption_service():
   """
   from jax._src import distributed  # pylint: disable=g-import-not-at-top
   return distributed.global_state.preemption_sync_manager is not None
+
+
+def wait_for_all(name, timeout_s=1800):
+  """Returns once every process has called `wait_for_all(name)`.
+
+  A barrier of JAX's coordination service, not a device collective. Call it
+  before the first collective: CPU collectives (Gloo) give up when a peer
+  is more than 30 s late, and processes finish compiling at different times
+  (one reads the step from the compile cache, another compiles it). A no-op
+  in a single process.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  distributed.global_state.client.wait_at_barrier(
+      f'segjax: {name}', timeout_in_ms=int(timeout_s * 1000))

@@ -8,10 +8,14 @@ step's values before anything from those steps is logged or saved.
 
 import collections
 import math
+import pathlib
+import shutil
 import signal
+import tempfile
 import threading
 import time
 
+from etils import epath
 import jax
 import numpy as np
 
@@ -147,11 +151,15 @@ class TraceWindow:
     steps = sorted(int(s) for s in steps)
     self.first, self.last = (steps[0], steps[-1]) if steps else (None, None)
     self.logdir, self.active = str(logdir), False
+    self._local = None  # Where the profiler writes (a URI's is a copy).
 
   def before(self, step):
     """Call before step `step` is dispatched."""
     if step == self.first:
-      jax.profiler.start_trace(self.logdir)
+      # The profiler writes local files only; a gs:// workdir gets a copy.
+      self._local = (tempfile.mkdtemp(prefix='segjax_profile_')
+                     if '://' in self.logdir else self.logdir)
+      jax.profiler.start_trace(self._local)
       self.active = True
 
   def after(self, step, state):
@@ -162,9 +170,18 @@ class TraceWindow:
       self.close()
 
   def close(self):
-    if self.active:
-      jax.profiler.stop_trace()
-      self.active = False
+    if not self.active:
+      return
+    jax.profiler.stop_trace()
+    self.active = False
+    if self._local != self.logdir:
+      local = pathlib.Path(self._local)
+      for path in sorted(local.rglob('*')):
+        if path.is_file():
+          target = epath.Path(self.logdir) / str(path.relative_to(local))
+          target.parent.mkdir(parents=True, exist_ok=True)
+          target.write_bytes(path.read_bytes())
+      shutil.rmtree(local)
 
 
 def _duration(seconds):

@@ -101,12 +101,18 @@ def _flatten(tree, prefix=''):
 
 
 class RunRecord:
-  """Writes the workdir's config, run info, metrics, summaries and images."""
+  """Writes the workdir's config, run info, metrics, summaries and images.
 
-  def __init__(self, workdir):
+  `tensorboard=False` writes no event files (nothing imports TensorFlow's
+  summary writer then).
+  """
+
+  def __init__(self, workdir, tensorboard=True):
     self.workdir = epath.Path(workdir)
+    self.tensorboard = tensorboard
     self.is_writer = jax.process_index() == 0
     self._tb = None
+    self._metrics_text = None  # metrics.jsonl so far, on an object store.
 
   def write_config(self, config):
     """Writes config.json; a different one from an earlier start is kept
@@ -175,13 +181,27 @@ class RunRecord:
     # curves against time (segjax.results) come from these.
     row = {'step': int(step), 'split': split, 'time': time.time()}
     row.update({k: _finite_or_none(_jsonable(v)) for k, v in metrics.items()})
-    with (self.workdir / 'metrics.jsonl').open('a') as f:
-      f.write(json.dumps(row) + '\n')
+    self._append_metrics(json.dumps(row) + '\n')
+    if not self.tensorboard:
+      return
     writer = self._writer()
     writer.write_scalars(int(step), {
         f'{split}/{k}': v for k, v in row.items()
         if isinstance(v, (int, float)) and k != 'step'})
     writer.flush()
+
+  def _append_metrics(self, line):
+    path = self.workdir / 'metrics.jsonl'
+    if '://' not in str(self.workdir):
+      with path.open('a') as f:
+        f.write(line)
+      return
+    # Object stores cannot append (gcsfs silently overwrites): the whole
+    # file is uploaded again, from what an earlier start of the run left.
+    if self._metrics_text is None:
+      self._metrics_text = path.read_text() if path.exists() else ''
+    self._metrics_text += line
+    path.write_text(self._metrics_text)
 
   def write_image(self, step, tag, image):
     """Saves a [H, W, 3] uint8 panel as images/step_<step>_<tag>.png and as
@@ -194,6 +214,8 @@ class RunRecord:
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / f'step_{int(step):07d}_{tag}.png').open('wb') as f:
       Image.fromarray(image).save(f, format='PNG')
+    if not self.tensorboard:
+      return
     writer = self._writer()
     writer.write_images(int(step), {f'{tag}/predictions': image[None]})
     writer.flush()

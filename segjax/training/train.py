@@ -196,7 +196,7 @@ def train_and_evaluate(config, workdir):
     raise ConfigError(str(e)) from e
   loss_fn = task.loss_fn()
 
-  record = run_record.RunRecord(workdir)
+  record = run_record.RunRecord(workdir, tensorboard=config.tensorboard)
   # One process prepares the data set; the others wait, then read it.
   if jax.process_index() == 0:
     datasets.builder_for(config.data)
@@ -324,6 +324,7 @@ def train_and_evaluate(config, workdir):
           builder, record, tag=f'{split}_ema')
     return scores
 
+  distributed.wait_for_all('train step compiled')
   writer = record.is_writer  # Only process 0 reports progress.
   progress = monitoring.Progress(
       start_step, config.num_train_steps, config.batch_size, flops,
