@@ -33,6 +33,8 @@ from etils import epath
 import numpy as np
 import pandas as pd
 
+from segjax import files
+
 _BASE = ('run', 'workdir', 'split', 'step', 'time', 'wall_s')
 _INFO = ('num_params', 'flops_per_train_step', 'git_sha')
 _STATS = ('mean', 'std', 'count', 'sem')
@@ -62,33 +64,33 @@ def _flatten(tree, prefix):
 # named two ways is read once), URIs (gs://...) through epath as they are.
 
 
-def _is_uri(path):
-  return '://' in str(path)
-
-
 def _join(folder, name):
-  return (str(epath.Path(folder) / name) if _is_uri(folder)
+  return (str(epath.Path(folder) / name) if files.is_uri(folder)
           else os.path.join(folder, name))
 
 
 def _real(path):
-  return str(path).rstrip('/') if _is_uri(path) else os.path.realpath(path)
+  if files.is_uri(path):
+    return str(path).rstrip('/')
+  return os.path.realpath(path)
 
 
 def _parent(path):
-  return str(epath.Path(path).parent) if _is_uri(path) else os.path.dirname(
-      path)
+  if files.is_uri(path):
+    return str(epath.Path(path).parent)
+  return os.path.dirname(path)
 
 
 def _name(path):
-  return epath.Path(path).name if _is_uri(path) else os.path.basename(
-      os.path.normpath(path))
+  if files.is_uri(path):
+    return epath.Path(path).name
+  return os.path.basename(os.path.normpath(path))
 
 
 def _glob(pattern):
   """Sorted matches of a glob; a URI's from its first part with a wildcard
   on (epath globs below a folder)."""
-  if not _is_uri(pattern):
+  if not files.is_uri(pattern):
     return sorted(globlib.glob(pattern))
   parts = pattern.split('/')
   first = next(i for i, part in enumerate(parts) if globlib.has_magic(part))

@@ -149,21 +149,35 @@ def test_a_gs_workdir_holds_the_files_a_local_one_does(gcs, runs):
           'tensorboard/plugins/profile/*/xplane.pb'} <= remote_files
 
 
-def test_resume_evaluate_predict_and_results_on_a_gs_workdir(
-    gcs, runs, tmp_path):
+def test_resume_evaluate_predict_and_results_on_a_gs_workdir(gcs, runs):
   remote, local = runs
   # Resume: five more steps from the checkpoint at step 10.
   result = _train(remote, gcs, steps=15)
   assert 'Resuming from checkpoint at step 10' in result.stderr
   _run(['-m', 'segjax.evaluate', f'--workdir={remote}', '--split=test'],
        gcs)
-  inputs = tmp_path / 'in'
-  inputs.mkdir()
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  Image.new('RGB', (40, 32), (200, 30, 30)).save(inputs / 'a.png')
+  # Predict reads its images from and writes its files to the bucket too.
+  inputs, preds = f'gs://{BUCKET}/in', f'gs://{BUCKET}/preds'
+  _run(['-c', '\n'.join([
+      'import io, sys',
+      'from etils import epath',
+      'from PIL import Image',
+      'buffer = io.BytesIO()',
+      'Image.new("RGB", (40, 32), (200, 30, 30)).save(buffer, format="PNG")',
+      'epath.Path(sys.argv[1], "a.png").write_bytes(buffer.getvalue())']),
+        inputs], gcs)
   _run(['-m', 'segjax.predict', f'--workdir={remote}', f'--input={inputs}',
-        f'--output={tmp_path / "out"}'], gcs)
-  assert list((tmp_path / 'out').glob('a*.png'))
+        f'--output={preds}'], gcs)
+  assert _listing(preds, gcs) == {'a_labels.png', 'a_color.png',
+                                  'a_overlay.png'}
+  labels = _run(['-c', '\n'.join([
+      'import sys',
+      'from etils import epath',
+      'from PIL import Image',
+      'with epath.Path(sys.argv[1]).open("rb") as f:',
+      '  im = Image.open(f); print(im.mode, im.size)']),
+                 f'{preds}/a_labels.png'], gcs).stdout.split()
+  assert labels == ['L', '(40,', '32)']
   code = '\n'.join([
       'import json, sys',
       'from segjax import results',

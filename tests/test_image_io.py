@@ -4,6 +4,7 @@ Small files written with Pillow into tmp_path; no JAX.
 """
 
 import json
+import pathlib
 import struct
 import warnings
 import zlib
@@ -251,11 +252,12 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
   old = image_io.write_semantic(tmp_path / 'a', 'z', _image(2, 2), labels)
   before = old['labels'].read_bytes()
 
-  def broken_save(self, fp, *args, **kwargs):
-    with open(fp, 'wb') as f:
-      f.write(b'\x89PNG half')
+  real_write = pathlib.Path.write_bytes
+
+  def broken_write(self, data):  # The disk fills half-way through a file.
+    real_write(self, data[:len(data) // 2])
     raise OSError('disk full')
-  monkeypatch.setattr(Image.Image, 'save', broken_save)
+  monkeypatch.setattr(pathlib.Path, 'write_bytes', broken_write)
   for folder in ('a', 'b'):
     with pytest.raises(OSError, match='disk full'):
       image_io.write_semantic(tmp_path / folder, 'z', _image(2, 2), labels)

@@ -1,6 +1,6 @@
 """segjax's layers import one way, read from the source of every module.
 
-  0  errors, kernels                          (foundation)
+  0  errors, kernels, files                   (foundation)
   1  models, losses, metrics, data, postprocess, imaging, parallel
   2  tasks
   3  evaluation
@@ -24,7 +24,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1] / 'segjax'
 
 LAYERS = {
-    'errors': 0, 'kernels': 0,
+    'errors': 0, 'kernels': 0, 'files': 0,
     'models': 1, 'losses': 1, 'metrics': 1, 'data': 1, 'postprocess': 1,
     'imaging': 1, 'parallel': 1, 'configs': 1,
     'tasks': 2,

@@ -2,6 +2,9 @@
 
 The file side of `python -m segjax.predict`:
 
+Paths may be local or URIs that `etils.epath` opens (gs://...); see
+`segjax.files`.
+
 * `find_images(inputs)`: a list of files and/or folders -> list of Paths.
   Files named explicitly are kept as given (in order, duplicates dropped);
   folders are listed non-recursively for names ending in .png .jpg .jpeg
@@ -40,12 +43,12 @@ category_id in the JSON is segjax's class id (0-based, contiguous), not the
 data set's own id: COCO's evaluation needs them mapped, e.g. through
 `segjax.data.coco_panoptic.CATEGORIES[c].id`.
 
-Every file is written to a hidden temp name in its final folder and then
-os.replace()d: an error or a kill mid-write never leaves a partial file
-under the final name (a kill may leave a hidden .*.tmp; no fsync).
+Every file is encoded in memory and written whole or not at all
+(`segjax.files.write_bytes`): an error or a kill mid-write never leaves a
+partial file under the final name.
 """
 
-import contextlib
+import io
 import json
 import os
 import pathlib
@@ -56,6 +59,7 @@ import numpy as np
 from PIL import Image
 from PIL import ImageOps
 
+from segjax import files
 from segjax.errors import DataError
 from segjax.imaging import visualize
 
@@ -99,21 +103,22 @@ def _find(inputs):
     inputs = [inputs]
   found, seen = [], set()
   for item in inputs:
-    path = pathlib.Path(item)
+    path = files.as_path(item)
+    uri = files.is_uri(path)
     if path.is_dir():
-      root = pathlib.Path(os.path.abspath(path))
+      root = path if uri else pathlib.Path(os.path.abspath(path))
       candidates = sorted(
           (p for p in path.iterdir()
            if p.suffix.lower() in IMAGE_EXTENSIONS
            and not p.name.startswith('.') and p.is_file()),
           key=lambda p: p.name)
     elif path.exists():
-      root = pathlib.Path(os.path.abspath(path)).parent
+      root = (path if uri else pathlib.Path(os.path.abspath(path))).parent
       candidates = [path]  # named explicitly: read_image judges the content
     else:
       raise DataError(f'{path}: no such file or folder')
     for p in candidates:
-      key = os.path.realpath(p)
+      key = str(p) if uri else os.path.realpath(p)
       if key not in seen:
         seen.add(key)
         found.append((p, root))
@@ -126,7 +131,7 @@ def _find(inputs):
 
 def read_image(path, max_pixels=64_000_000):
   """An image file -> [H, W, 3] uint8 RGB (see the module doc for rules)."""
-  path = pathlib.Path(path)
+  path = files.as_path(path)
   with _PILLOW_LIMIT_LOCK, warnings.catch_warnings():
     warnings.simplefilter('ignore', Image.DecompressionBombWarning)
     saved_limit = Image.MAX_IMAGE_PIXELS
@@ -134,7 +139,9 @@ def read_image(path, max_pixels=64_000_000):
       # Off while parsing the header: Pillow would raise before we could
       # report the size, and its default would cap a user's --max_pixels.
       Image.MAX_IMAGE_PIXELS = None
-      with Image.open(path) as im:
+      # An object is fetched whole (Pillow seeks); a local file is streamed.
+      source = io.BytesIO(path.read_bytes()) if files.is_uri(path) else path
+      with Image.open(source) as im:
         width, height = im.size
         if width * height > max_pixels:
           raise ImageReadError(
@@ -184,26 +191,11 @@ def _to_rgb(im):
   return rgb.astype(np.uint8)
 
 
-@contextlib.contextmanager
-def _atomic_path(final):
-  """Yields a temp path beside `final`; moves it onto `final` on success."""
-  # Not mkstemp: its 0600 mode would stick to the outputs. Pid + thread id
-  # keep concurrent writers of one folder apart; the umask applies as usual.
-  tmp = final.with_name(
-      f'.{final.name}.{os.getpid()}.{threading.get_ident()}.tmp')
-  try:
-    yield tmp
-    os.replace(tmp, final)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.unlink(tmp)
-    raise
-
-
 def _save_png(array, final):
   # uint8 [H, W] -> L, [H, W, 3] -> RGB, uint16 [H, W] -> I;16 (16-bit gray).
-  with _atomic_path(final) as tmp:
-    Image.fromarray(array).save(tmp, format='PNG')
+  buffer = io.BytesIO()
+  Image.fromarray(array).save(buffer, format='PNG')
+  files.write_bytes(final, buffer.getvalue())
   return final
 
 
@@ -211,7 +203,7 @@ def _out_path(out_dir, stem, suffix):
   stem = str(stem)
   if not stem or '/' in stem or os.sep in stem:
     raise ValueError(f'stem must be a plain file name, got {stem!r}')
-  out_dir = pathlib.Path(out_dir)
+  out_dir = files.as_path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   return out_dir / f'{stem}{suffix}'
 
@@ -316,7 +308,6 @@ def write_panoptic(out_dir, stem, panoptic, *, label_divisor, thing_classes,
       'segments_info': segments_info,
   }
   # The JSON goes last: when it exists, the PNG it names is complete.
-  with _atomic_path(paths['panoptic_json']) as tmp:
-    with open(tmp, 'w') as f:
-      json.dump(record, f, indent=1)
+  files.write_bytes(paths['panoptic_json'],
+                    json.dumps(record, indent=1).encode())
   return paths

@@ -15,6 +15,7 @@ from etils import epath
 import jax
 import jax.numpy as jnp
 
+from segjax import files
 from segjax.errors import ConfigError
 from segjax.inference import run as run_lib
 
@@ -51,5 +52,5 @@ def export(workdir, output, *, height, width, batch=1, checkpoint='best',
           jax.ShapeDtypeStruct((batch, height, width, 3), jnp.uint8))
   path = epath.Path(output)
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_bytes(bytes(exported.serialize()))
+  files.write_bytes(path, bytes(exported.serialize()))
   return path

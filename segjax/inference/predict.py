@@ -19,9 +19,13 @@ output file:
   Names are compared case-insensitively, as macOS and Windows file systems
   do.
 
-The run's task writes each image's files (`task.write_outputs`) into a
-hidden staging folder inside the output folder; they are then moved into
-place, JSON files last (a panoptic JSON appears after the PNG it names).
+Inputs and the output folder may be local or on an object store (gs://...,
+through etils.epath). The run's task writes each image's files
+(`task.write_outputs`) into a staging folder: a hidden one inside a local
+output folder, a local temporary one for an object store. They are then
+moved into place (os.replace, or one upload per object, which is
+all-or-nothing there), JSON files last: a panoptic JSON appears after the
+PNG it names.
 Should a file name be one an earlier image of this run already wrote (a
 panoptic run's `a_panoptic_color.png` is written for both a.png and
 a_panoptic.png), the image is written again under its next stem, so
@@ -33,10 +37,12 @@ import itertools
 import os
 import pathlib
 import shutil
+import tempfile
 from typing import NamedTuple
 
 from absl import logging
 
+from segjax import files
 from segjax.errors import ConfigError
 from segjax.imaging import image_io
 from segjax.inference import run as run_lib
@@ -44,6 +50,7 @@ from segjax.inference import run as run_lib
 
 class Output(NamedTuple):
   """Where one input image's prediction files go."""
+  # pathlib.Path locally, epath.Path for a URI (`files.as_path`).
   path: pathlib.Path  # The image file.
   root: pathlib.Path  # Its input root (absolute).
   folder: pathlib.Path  # Its output folder.
@@ -87,7 +94,7 @@ def plan_outputs(inputs, output):
   if isinstance(inputs, (str, os.PathLike)):
     inputs = [inputs]
   groups = image_io.find_images_by_root(inputs)
-  output = pathlib.Path(output)
+  output = files.as_path(output)
   if len(inputs) == 1:
     folders = [output]  # One input has one root.
   else:
@@ -104,7 +111,7 @@ def plan_outputs(inputs, output):
 
 def _make_folders(output, plan):
   """Creates the output folders; ConfigError when one cannot be."""
-  output = pathlib.Path(output)
+  output = files.as_path(output)
   if output.exists() and not output.is_dir():
     raise ConfigError(f'output {str(output)!r} is an existing file, not a '
                       'folder; give a folder for the predictions.')
@@ -114,6 +121,24 @@ def _make_folders(output, plan):
     except OSError as e:  # E.g. a file where a folder should be.
       raise ConfigError(f'output folder {str(folder)!r} cannot be created: '
                         f'{e.strerror or e}.') from e
+
+
+def _make_stage(folder):
+  """A new, empty local staging folder for the files bound for `folder`."""
+  if files.is_uri(folder):
+    return pathlib.Path(tempfile.mkdtemp(prefix='segjax-predict-'))
+  stage = folder / f'.segjax-predict-{os.getpid()}.tmp'
+  stage.mkdir(exist_ok=True)
+  return stage
+
+
+def _move(staged, final):
+  """Moves a staged file into place: a rename, or an upload then delete."""
+  if files.is_uri(final):
+    files.write_bytes(final, staged.read_bytes())
+    staged.unlink()
+  else:
+    os.replace(staged, final)
 
 
 def write_predictions(plan, task, predict_raw, max_pixels=64_000_000):
@@ -143,8 +168,7 @@ def write_predictions(plan, task, predict_raw, max_pixels=64_000_000):
       prediction = predict_raw(image)
       folder = item.folder
       if folder not in stages:
-        stages[folder] = folder / f'.segjax-predict-{os.getpid()}.tmp'
-        stages[folder].mkdir(exist_ok=True)
+        stages[folder] = _make_stage(folder)
       stage = stages[folder]
       others = (s for s in _stem_alternatives(item.path)
                 if s.casefold() not in planned[folder])
@@ -166,7 +190,7 @@ def write_predictions(plan, task, predict_raw, max_pixels=64_000_000):
         planned[folder].add(stem.casefold())
       # JSON last: a JSON that names a file is never there before it.
       for name in sorted(names, key=lambda n: n.endswith('.json')):
-        os.replace(stage / name, folder / name)
+        _move(stage / name, folder / name)
         written[folder].add(name.casefold())
   finally:
     for stage in stages.values():
