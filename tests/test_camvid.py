@@ -10,27 +10,10 @@ import pytest
 from segjax.data import datasets
 from segjax.errors import DataError
 
+from synthetic_camvid import write_split as _write_split  # pylint: disable=g-bad-import-order
+
 SHARED_CAMVID = (pathlib.Path(__file__).resolve().parents[2] / 'shared' /
                  'data' / 'camvid')
-
-
-def _write_split(root, folder, names, *, size=(12, 8), listing=True, seed=0):
-  """Writes `folder/` + `folder`annot/ PNGs (and a SegNet-style list)."""
-  rng = np.random.default_rng(seed)
-  (root / folder).mkdir(parents=True, exist_ok=True)
-  (root / f'{folder}annot').mkdir(exist_ok=True)
-  labels = {}
-  for name in names:
-    image = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    label = rng.integers(0, 12, (size[1], size[0]), dtype=np.uint8)  # 11=void
-    Image.fromarray(image).save(root / folder / f'{name}.png')
-    Image.fromarray(label).save(root / f'{folder}annot' / f'{name}.png')
-    labels[name] = label
-  if listing:
-    (root / f'{folder}.txt').write_text(''.join(
-        f'/SegNet/CamVid/{folder}/{n}.png /SegNet/CamVid/{folder}annot/{n}.png\n'
-        for n in names))
-  return labels
 
 
 @pytest.fixture

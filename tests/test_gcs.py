@@ -202,3 +202,40 @@ def test_resume_evaluate_predict_and_results_on_a_gs_workdir(gcs, runs):
       gcs).stdout.splitlines() if line.strip()]
   # Every row of both starts is there: nothing was overwritten.
   assert [r['step'] for r in rows if r['split'] == 'train'] == [5, 10, 15]
+
+
+def test_a_folder_data_set_on_gs_prepares_as_a_local_one(gcs, tmp_path):
+  """images_dir / masks_dir on gs://: the same examples as the local copy."""
+  import synthetic_folder  # pylint: disable=g-import-not-at-top
+  local = tmp_path / 'src'
+  synthetic_folder.write_scenes(local, 20, mask_suffix='_m')
+  code = '\n'.join([
+      'import json, sys',
+      'import numpy as np',
+      'from etils import epath',
+      'import tensorflow_datasets as tfds',
+      'from segjax.configs import base',
+      'from segjax.data import datasets',
+      'src, remote, tfds_dir = sys.argv[1:]',
+      'for sub in ("images", "masks_instances"):',
+      '  for p in sorted(epath.Path(src, sub).iterdir()):',
+      '    epath.Path(remote, sub, p.name).write_bytes(p.read_bytes())',
+      'out = {}',
+      'for root in (src, remote):',
+      '  d = base.get_config().data',
+      '  d.name, d.mask_kind, d.mask_suffix = "folder", "instances", "_m"',
+      '  d.images_dir = root + "/images"',
+      '  d.masks_dir = root + "/masks_instances"',
+      '  d.split_fractions, d.data_dir = (0.6, 0.4, 0.0), tfds_dir',
+      '  b = datasets.builder_for(d)',
+      '  out[root] = {s: sorted((e["image_id"].decode(),',
+      '                          int(e["image"].sum()),',
+      '                          int(e["instances"].sum()))',
+      '                         for e in tfds.as_numpy(b.as_dataset(s)))',
+      '               for s in b.info.splits}',
+      'print(json.dumps(list(out.values())))'])
+  local_examples, remote_examples = json.loads(_run(
+      ['-c', code, str(local), f'gs://{BUCKET}/folder',
+       str(tmp_path / 'tfds')], gcs).stdout.splitlines()[-1])
+  assert remote_examples == local_examples
+  assert sum(len(v) for v in remote_examples.values()) == 20

@@ -36,7 +36,7 @@ def measure(config, height, width, repeats, spec=None, exported=True):
   """
   if spec is None:
     from segjax.data import datasets  # pylint: disable=g-import-not-at-top
-    spec = datasets.get_spec(config.data.name)
+    spec = datasets.spec_for(config.data)
     spec = run_lib.RunSpec(tuple(spec.class_names),
                            tuple(spec.thing_classes), spec.ignore_index)
   task = tasks.get_task(config, spec)

@@ -35,7 +35,7 @@ INFERENCE_DEFAULTS = {
 
 def _data():
   return ml_collections.ConfigDict({
-      'name': _placeholder(str),  # segjax.data.datasets.get_spec names.
+      'name': _placeholder(str),  # A segjax.data.datasets name, or 'folder'.
       'data_dir': _placeholder(str),  # TFDS's folder (~/tensorflow_datasets).
       'manual_dir': _placeholder(str),  # Downloaded-by-hand data.
       'train_split': 'train',
@@ -49,6 +49,25 @@ def _data():
       'augment': '',
       # Deterministic ops before evaluation, e.g. 'resize(360, 480)'.
       'eval_preprocess': '',
+      # name='folder': a folder of images and one of masks
+      # (segjax/data/folder.py has every rule).
+      'images_dir': _placeholder(str),
+      'masks_dir': _placeholder(str),
+      'classes_dir': _placeholder(str),  # instances: class-id maps.
+      'image_suffix': '',  # 0001<image_suffix>.jpg
+      'mask_suffix': '',  # 0001<mask_suffix>.png
+      'mask_kind': 'semantic',  # 'semantic', 'binary' or 'instances'.
+      'class_names': (),  # In id order; binary / instances have defaults.
+      'thing_classes': _placeholder(tuple),  # Names or ids; None: default.
+      'ignore_value': 255,  # Void in semantic class-id masks.
+      'palette': (),  # Semantic RGB masks: class id -> (r, g, b).
+      'ignore_color': (),  # Semantic RGB masks: void (r, g, b).
+      'binary_threshold': 0.5,  # Of the mask's range (1, 255 or 65535).
+      'splits': 'auto',  # 'auto', 'folders', 'lists' or 'hash'.
+      'split_lists': {'train': _placeholder(str),
+                      'validation': _placeholder(str),
+                      'test': _placeholder(str)},
+      'split_fractions': (0.8, 0.1, 0.1),  # 'hash': train, val, test.
   })
 
 

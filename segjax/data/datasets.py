@@ -64,6 +64,7 @@ from segjax.data import cityscapes_panoptic
 from segjax.data import coco_panoptic
 from segjax.data import dsb2018
 from segjax.data import fingerprint
+from segjax.data import folder
 from segjax.data import pets
 from segjax.data import shapes
 from segjax.data import shapes_render
@@ -83,7 +84,8 @@ class DatasetSpec:
   standardize: Callable[[dict], dict]
   # How segjax may prepare the data set on first use: 'generated' (no files
   # needed), 'manual' (from `config.data.manual_dir`), 'download' (TFDS
-  # downloads it) or None (never).
+  # downloads it), 'folder' (from config.data.images_dir / masks_dir) or
+  # None (never).
   prepare: Optional[str] = None
   # The TFDS data set to read when it is not the segjax name itself.
   tfds_name: Optional[str] = None
@@ -183,6 +185,9 @@ DATASETS = {
                                     pets.standardize_trimap),
 }
 
+# A user's folder of images and masks, described by config.data's fields.
+FOLDER = 'folder'
+
 # TFDS names segjax deliberately does not read, and why.
 _NO_LABELS = ("the stereo configs of TFDS's cityscapes have no segmentation "
               "labels; use 'cityscapes/semantic_segmentation'.")
@@ -199,6 +204,9 @@ UNSUPPORTED = {
 
 def _resolve(name):
   """(registry key, spec) of `name`: the full name first, then its base."""
+  if name == FOLDER:
+    raise ConfigError("config.data.name='folder': its classes come from "
+                      'config.data; use datasets.spec_for(config.data).')
   full = name.split(':')[0]
   base = full.split('/')[0]
   for key in (full, base):
@@ -211,8 +219,18 @@ def _resolve(name):
 
 
 def get_spec(name):
-  """The `DatasetSpec` of `config.data.name` (e.g. 'shapes/tiny')."""
+  """The `DatasetSpec` of a catalog name (e.g. 'shapes/tiny')."""
   return _resolve(name)[1]
+
+
+def spec_for(data_config):
+  """The `DatasetSpec` of `config.data`: a catalog name's, or the folder
+  data set's, whose classes come from its fields (`segjax.data.folder`)."""
+  if data_config.name != FOLDER:
+    return get_spec(data_config.name)
+  class_names, thing_classes, standardize = folder.spec_fields(data_config)
+  return DatasetSpec(class_names=class_names, thing_classes=thing_classes,
+                     standardize=standardize, prepare='folder')
 
 
 def tfds_name(name):
@@ -454,7 +472,11 @@ def get_builder(name, data_dir: Optional[str] = None, prepare=True,
 
 
 def builder_for(data_config, prepare=True):
-  """`get_builder` with the fields of `config.data`."""
+  """`get_builder` with the fields of `config.data` (a folder data set's
+  builder from `segjax.data.folder`)."""
+  if data_config.name == FOLDER:
+    return folder.get_builder(
+        data_config, data_config.data_dir or default_data_dir(), prepare)
   return get_builder(data_config.name, data_config.data_dir,
                      prepare=prepare,
                      manual_dir=data_config.manual_dir)

@@ -154,7 +154,7 @@ def train_dataset(data_config, global_batch_size, *, seed, start_step=0,
     H and W are static when the
     augmentation ends in a fixed size (e.g. `crop(h, w)`).
   """
-  spec = datasets.get_spec(data_config.name)
+  spec = datasets.spec_for(data_config)
   builder = datasets.builder_for(data_config)
   local_batch = _local_batch_size(global_batch_size, process_count)
   encoded, decode = _read_encoded(builder, data_config.train_split, spec,
@@ -295,7 +295,7 @@ def eval_dataset(data_config, split, global_batch_size, *, process_index=0,
     'index' [b] int32 (the example's position in the split; -1 for a
     blank) and, if asked, 'instances'.
   """
-  spec = datasets.get_spec(data_config.name)
+  spec = datasets.spec_for(data_config)
   builder = datasets.builder_for(data_config)
   if split not in builder.info.splits:
     raise ConfigError(f'config.data: split {split!r} is not in '

@@ -214,7 +214,7 @@ def run_spec(workdir, config):
     return RunSpec(tuple(info['class_names']), tuple(info['thing_classes']),
                    int(ignore))
   from segjax.data import datasets  # pylint: disable=g-import-not-at-top
-  spec = datasets.get_spec(config.data.name)  # Older runs: imports TF.
+  spec = datasets.spec_for(config.data)  # Older runs: imports TF.
   return RunSpec(tuple(spec.class_names), tuple(spec.thing_classes),
                  spec.ignore_index)
 

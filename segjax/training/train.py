@@ -186,7 +186,7 @@ def train_and_evaluate(config, workdir):
   """
   workdir = prepare_workdir(workdir)
   check_config(config)
-  spec = datasets.get_spec(config.data.name)
+  spec = datasets.spec_for(config.data)
   ema_decay = float(config.ema_decay)
   task = tasks.get_task(config, spec)
   try:
