@@ -244,12 +244,15 @@ def test_image_formats_become_8_bit_rgb_by_one_rule(tmp_path):
       'rgba': rgba[..., :3],  # alpha dropped
       'gray': np.repeat(gray[..., None], 3, -1),
       'tiff': rgba[..., :3],
+      'rgb16_tiff': round257(rgb16),  # Pillow cannot: read by tifffile.
   }
   Image.fromarray(v16).save(images / 'gray16.png')
   _png16_rgb(images / 'rgb16.png', rgb16)
   Image.fromarray(rgba).save(images / 'rgba.png')
   Image.fromarray(gray).save(images / 'gray.png')
   Image.fromarray(rgba[..., :3]).save(images / 'tiff.tif')
+  tifffile = pytest.importorskip('tifffile', reason='the data extra has it')
+  tifffile.imwrite(images / 'rgb16_tiff.tif', rgb16, photometric='rgb')
   for key in expected:
     Image.fromarray(np.zeros((5, 6), np.uint8)).save(masks / f'{key}.png')
   # Enough names for every hash split to get one; their masks too.

@@ -2,8 +2,9 @@
 
 `segjax.data.folder` prepares a user's folder of images and a folder of
 masks as a TFDS data set; this module finds and reads the files. Pure NumPy
-and Pillow (tifffile for TIFFs Pillow cannot read, TensorFlow's PNG decoder
-for 16-bit colour PNGs, whose samples Pillow truncates to their high byte).
+and Pillow; tifffile reads the TIFFs Pillow cannot read or would cut to 8
+bits (16-bit colour), TensorFlow's PNG decoder the 16-bit colour PNGs
+(Pillow keeps the high byte of their samples).
 
 Pairing: every image file under `images_dir` (recursively; names starting
 with '.' skipped) whose name ends in `image_suffix` + an image extension
@@ -292,11 +293,21 @@ _PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error,
                Image.DecompressionBombError)
 
 
+def _tiff_over_8_bits_in_colour(im):
+  """A TIFF whose colour samples Pillow would cut to 8 bits (high byte)."""
+  if im.format != 'TIFF' or im.mode.startswith('I') or im.mode == 'F':
+    return False
+  bits = im.tag_v2.get(258, (8,))  # BitsPerSample
+  return max(bits if isinstance(bits, tuple) else (bits,)) > 8
+
+
 def _decode(data, path, kind):
   """File bytes -> (Pillow mode, array); tifffile's ('tifffile', array) for
   a TIFF Pillow cannot read. DataError naming the file otherwise."""
   try:
     with Image.open(io.BytesIO(data)) as im:
+      if _tiff_over_8_bits_in_colour(im):
+        raise OSError(f'{im.mode} TIFF of more than 8 bits per sample')
       im.load()
       if im.mode in ('1', 'L', 'P', 'I', 'F', 'RGB', 'RGBA', 'LA', 'PA') or (
           im.mode.startswith('I;16')):
