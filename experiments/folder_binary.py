@@ -9,11 +9,25 @@ foreground where the value is above half of the mask's range
       --config.data.masks_dir=/data/masks \
       --workdir /tmp/segjax/my_binary
 
-Scored by foreground IoU, Dice, precision and recall. The other fields of
-`config.data` (suffixes, splits, class_names ('background', 'foreground'
-by default), data_dir) are those of experiments/folder_semantic.py; every
-rule is in segjax/data/folder.py. For one mask per object (instance-id
-maps), use experiments/folder_instances.py.
+Scored by foreground IoU, Dice, precision and recall. For one mask per
+object (instance-id maps) and PQ / mask AP, use
+experiments/folder_instances.py.
+
+Fields of `config.data` (segjax/data/folder.py has every rule):
+  images_dir, masks_dir   the folders (local or gs://); subfolders pair by
+                          relative path; one folder if mask_suffix is set
+  image_suffix, mask_suffix  '0001.jpg' <-> '0001_mask.png':
+                          mask_suffix='_mask'
+  binary_threshold        foreground above this fraction of the mask's
+                          range (0.5; the range is 1, 255 or 65535)
+  class_names             default ('background', 'foreground')
+  splits                  'auto' (train/ val/ test/ subfolders if present,
+                          else split_lists if set, else a hash split),
+                          'folders', 'lists' (split_lists.train /
+                          .validation / .test: text files of names), 'hash'
+                          (split_fractions, default (0.8, 0.1, 0.1), by the
+                          SHA-256 of each name)
+  data_dir                where the prepared copy goes (TFDS's folder)
 
 Variants:
   (none)  accelerator: U-Net (32..256), 512x512 crops, batch 16, 10k steps.

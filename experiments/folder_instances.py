@@ -14,9 +14,25 @@ The default is the boundary U-Net (segjax/tasks/binary.py): a foreground
 and an instance-boundary sigmoid channel, instances as the components of
 foreground minus boundary grown back over the foreground, scored by
 panoptic quality (PQ) and COCO mask AP beside foreground IoU / Dice. The
-`panoptic` variants train Panoptic-DeepLab on the same data (several thing
-classes need them). The other fields of `config.data` are those of
-experiments/folder_semantic.py; every rule is in segjax/data/folder.py.
+`binary` variants drop the boundary channel (instances are the connected
+components of the foreground: fine for objects that rarely touch); the
+`panoptic` variants train Panoptic-DeepLab (several thing classes need it).
+
+Fields of `config.data` (segjax/data/folder.py has every rule):
+  images_dir, masks_dir   the folders (local or gs://); subfolders pair by
+                          relative path; one folder if mask_suffix is set
+  image_suffix, mask_suffix  '0001.jpg' <-> '0001_mask.png':
+                          mask_suffix='_mask'
+  class_names, thing_classes  default ('background', 'object') and (1,)
+  classes_dir             several classes: a class-id map per mask (same
+                          relative name); then name the classes and things
+  splits                  'auto' (train/ val/ test/ subfolders if present,
+                          else split_lists if set, else a hash split),
+                          'folders', 'lists' (split_lists.train /
+                          .validation / .test: text files of names), 'hash'
+                          (split_fractions, default (0.8, 0.1, 0.1), by the
+                          SHA-256 of each name)
+  data_dir                where the prepared copy goes (TFDS's folder)
 
 The `local` variant is sized for a few hundred photos of a few hundred
 pixels a side on a 2-core CPU (about 20 minutes): random scale 0.75-1.5 and
@@ -28,6 +44,8 @@ programs. Objects under 16 pixels are dropped as noise.
 Variants:
   (none)          accelerator boundary U-Net (32..256), 512x512 crops.
   local, tiny     boundary U-Net on a CPU; tiny: seconds, for tests.
+  binary, binary_local, binary_tiny   the U-Net without the boundary
+                  channel (connected components), at the same sizes.
   panoptic        accelerator Panoptic-DeepLab (ResNet-50).
   panoptic_local, panoptic_tiny   its CPU and test sizes.
 """
@@ -41,6 +59,8 @@ from segjax.configs import options
 VARIANTS = {
     None: ('boundary', 'full'), '': ('boundary', 'full'),
     'local': ('boundary', 'local'), 'tiny': ('boundary', 'tiny'),
+    'binary': ('binary', 'full'), 'binary_local': ('binary', 'local'),
+    'binary_tiny': ('binary', 'tiny'),
     'panoptic': ('panoptic', 'full'), 'panoptic_local': ('panoptic', 'local'),
     'panoptic_tiny': ('panoptic', 'tiny'),
 }
@@ -56,7 +76,7 @@ def _data(config, crop):
   config.data.eval_preprocess = ''  # Whole images, padded to size buckets.
 
 
-def _boundary(size):
+def _unet(size, boundary):
   config = base.get_config()
   _data(config, 512 if size == 'full' else 256)
   config.model.name = 'unet'
@@ -65,7 +85,7 @@ def _boundary(size):
   config.model.upsample = 'bilinear'
   config.loss = ml_collections.ConfigDict(
       {'binary_cross_entropy': 1.0, 'binary_dice': 1.0})
-  options.add_binary_options(config, boundary=True, boundary_width=1,
+  options.add_binary_options(config, boundary=boundary, boundary_width=1,
                              instances=True, min_area=16, max_dets=1000)
   config.best_checkpoint_metric = 'validation/pq'
   config.optimizer.learning_rate = 2e-3
@@ -104,7 +124,8 @@ def get_config(arg=None):
     raise ValueError(f'Unknown variant {arg!r} of folder_instances; use one '
                      f'of {[v for v in VARIANTS if v]} or nothing.')
   head, size = VARIANTS[arg]
-  config = (_panoptic if head == 'panoptic' else _boundary)(size)
+  config = (_panoptic(size) if head == 'panoptic'
+            else _unet(size, boundary=head == 'boundary'))
   config.batch_size = 16
   config.eval_batch_size = 8
   config.num_train_steps = 10_000

@@ -42,6 +42,8 @@ CASES = [
     ('folder_binary', 'tiny', 'masks_binary', {}, ('iou', 'dice')),
     ('folder_instances', 'tiny', 'masks_instances', {},
      ('iou', 'pq', 'mask_ap')),
+    ('folder_instances', 'binary_tiny', 'masks_instances', {},
+     ('iou', 'pq', 'mask_ap')),
     ('folder_instances', 'panoptic_tiny', 'masks_instances',
      {'classes_dir': 'classes', 'class_names': (
          'stripes', 'checker', 'circle', 'triangle', 'rectangle'),
