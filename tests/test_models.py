@@ -67,7 +67,10 @@ def test_every_experiment_config_resolves():
       continue
     for arg in (None, 'tiny'):
       config = module.get_config(arg)
-      spec = datasets.get_spec(config.data.name)
+      if config.data.name == 'folder':  # The user names folders, classes.
+        config.data.images_dir, config.data.masks_dir = 'images', 'masks'
+        config.data.class_names = config.data.class_names or ('a', 'b')
+      spec = datasets.spec_for(config.data)
       models.build_model(config.model, spec.num_classes)
       if models.outputs_of(config.model.name) == 'panoptic_heads':
         panoptic.options(config, spec)  # Raises on inconsistent fields.
