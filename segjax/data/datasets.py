@@ -252,7 +252,7 @@ def default_data_dir():
 
 # Data sets prepared again from a changed source folder live in TFDS
 # data_dirs of their own under <data_dir>/by_source/.
-BY_SOURCE = 'by_source'
+BY_SOURCE = fingerprint.BY_SOURCE
 
 # Messages already logged by this process: segjax reads the builder several
 # times per run (data set size, training and evaluation streams).

@@ -31,6 +31,9 @@ from etils import epath
 # summary, read on every start, and the full listing, read only to say what
 # changed.
 RECORD = 'segjax_source.json'
+# Sets prepared again from changed sources (and folder data sets) live in
+# TFDS data_dirs of their own under <data_dir>/by_source/.
+BY_SOURCE = 'by_source'
 LISTING = 'segjax_source_files.json'
 
 # {relative name ('/'-separated): (size in bytes, modification time in ns)}.

@@ -40,28 +40,24 @@ the earlier one as it was; unchanged, it is read as it is.
 """
 
 import dataclasses
-import io
 import json
 import os
 
 from absl import logging
 from etils import epath
 import numpy as np
-from PIL import Image
 
 from segjax.data.tf_host import tf  # First: hides accelerators from TF.
 import tensorflow_datasets as tfds  # pylint: disable=g-bad-import-order
 
 from segjax.data import fingerprint
 from segjax.data import folder_files
+from segjax.data import image_files
 from segjax.errors import ConfigError
 from segjax.errors import DataError
 
 IGNORE_INDEX = 255
 VERSION = '1.0.0'
-# Prepared sets live in <data_dir>/by_source/folder-<fingerprint>/, the
-# folder segjax.data.datasets gives manual sets prepared again.
-BY_SOURCE = 'by_source'
 KINDS = ('semantic', 'binary', 'instances')
 _SHOWN = 5  # Colours or values named in an error.
 DEFAULT_CLASSES = {'binary': ('background', 'foreground'),
@@ -291,7 +287,7 @@ def load_example(key, image_path, mask_path, settings):
     raise DataError(
         f'{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image '
         f'{image_path} is {image.shape[1]}x{image.shape[0]} (width x height).')
-  example = {'image': _png(image), 'image_id': key}
+  example = {'image': image_files.encode_png(image), 'image_id': key}
   kind = settings.mask_kind
   if kind == 'semantic':
     labels = _semantic(mask, settings, mask_path)
@@ -334,13 +330,6 @@ def _instance_classes(mask_path, instances, settings):
                       f'{found}; each instance must lie in one thing class '
                       f'(thing classes: {sorted(things)}).')
   return labels
-
-
-def _png(image):
-  """[H, W, 3] uint8 -> PNG bytes (zlib level 3: fast, lossless)."""
-  buffer = io.BytesIO()
-  Image.fromarray(image, 'RGB').save(buffer, format='PNG', compress_level=3)
-  return buffer.getvalue()
 
 
 @tf.autograph.experimental.do_not_convert
@@ -428,7 +417,7 @@ _BUILDERS = {}
 def _what_changed(data_dir, settings, files):
   """A log phrase: how the folder differs from its last prepared set."""
   latest = None
-  for record_path in epath.Path(data_dir, BY_SOURCE).glob(
+  for record_path in epath.Path(data_dir, fingerprint.BY_SOURCE).glob(
       f'folder-*/folder/{VERSION}/{fingerprint.RECORD}'):
     record = fingerprint.read_record(record_path.parent)
     if record and record['source'] == settings.images_dir and (
@@ -466,7 +455,8 @@ def get_builder(data_config, data_dir, prepare=True):
   cached = _BUILDERS.get((settings, key, str(data_dir)))
   if cached is not None and cached.is_prepared():
     return cached
-  own_dir = os.fspath(epath.Path(data_dir, BY_SOURCE, f'folder-{key[:16]}'))
+  own_dir = os.fspath(epath.Path(data_dir, fingerprint.BY_SOURCE,
+                               f'folder-{key[:16]}'))
   pairs = folder_files.pair_files(
       settings.images_dir, settings.masks_dir, settings.image_suffix,
       settings.mask_suffix, other_dirs=[settings.classes_dir])

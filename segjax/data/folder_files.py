@@ -71,15 +71,14 @@ def _inside(child, parent):
   return None
 
 
-def _split_name(rel, suffixes, extensions):
-  """(key, ext) if the file `rel` ends in one of `suffixes` + an extension."""
+def _split_name(rel, suffix, extensions):
+  """The key of the file `rel` if it is <key><suffix><extension>, else None."""
   base, ext = os.path.splitext(rel)
-  if ext.lower() not in extensions:
+  if ext.lower() not in extensions or len(base) <= len(suffix):
     return None
-  for suffix in suffixes:
-    if base.endswith(suffix) and len(base) > len(suffix):
-      return base[:len(base) - len(suffix)] if suffix else base, ext
-  return None
+  if not base.endswith(suffix):
+    return None
+  return base[:len(base) - len(suffix)]
 
 
 def _listed(names):
@@ -95,10 +94,9 @@ def _collect(root, suffix, extensions, skip=(), skip_files=()):
   for rel in _files(root):
     if rel in skip_files or any(rel.startswith(f + '/') for f in skip):
       continue
-    split = _split_name(rel, [suffix], extensions)
-    if split is None:
+    key = _split_name(rel, suffix, extensions)
+    if key is None:
       continue
-    key = split[0]
     if key in found:
       raise DataError(f'{root}: two files for {key!r}: {found[key]} and '
                       f'{rel}; keep one.')

@@ -11,6 +11,7 @@ chunk), TensorFlow does not.
 """
 
 import contextlib
+import io
 import os
 
 from PIL import Image
@@ -70,3 +71,15 @@ def check_stored(path, data_set, kind):
     raise DataError(
         f'{data_set}: TensorFlow cannot decode {kind} {path} (truncated or '
         f'corrupt?), so training could not read it: {reason}') from e
+
+
+def encode_png(image):
+  """[H, W, 3] uint8 -> PNG bytes, at a fast zlib level.
+
+  TFDS would encode images in the main thread at zlib level 6, which took
+  more than half of DSB2018's build; level 3, on the builders' own threads,
+  is ~3x faster per image for files ~8% larger.
+  """
+  buffer = io.BytesIO()
+  Image.fromarray(image, 'RGB').save(buffer, format='PNG', compress_level=3)
+  return buffer.getvalue()
